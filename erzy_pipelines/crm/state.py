@@ -1,0 +1,648 @@
+"""The sync state, audit and run store (SQLAlchemy Core; SQLite, PostgreSQL, MariaDB).
+
+Every write is its own short transaction, committed before the method returns, so a crash
+between two requests loses nothing and a rerun resends nothing. Several processes may share
+one database: per-phone leases keep two runs off the same contact, and on SQLite every write
+transaction starts with ``BEGIN IMMEDIATE`` (WAL + busy timeout) so writers queue instead of
+failing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+
+from erzy_pipelines.core.plan import ContactState
+
+__all__ = [
+    "AUDIT_FIELDS",
+    "ERROR_MESSAGE_MAX",
+    "RUN_COUNT_FIELDS",
+    "ContactState",
+    "StateStore",
+    "UtcDateTime",
+    "create_store_engine",
+    "create_tables",
+    "insert_ignore",
+    "run_write",
+]
+
+T = TypeVar("T")
+
+ERROR_MESSAGE_MAX = 1000
+_IN_CHUNK = 500
+RUN_COUNT_FIELDS = (
+    "created", "updated", "unchanged", "merged", "rejected", "failed", "deferred", "requests",
+)
+
+
+class UtcDateTime(sa.TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend.
+
+    PostgreSQL keeps ``timestamptz``; SQLite and MariaDB have no zone, so UTC is stored naive
+    (MariaDB with microseconds) and the zone is put back on read.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; pass a timezone-aware (UTC) datetime")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# MariaDB's TEXT stops at 64 KB; a payload with large custom fields must still fit.
+_LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+_Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrement needs INTEGER
+_TABLE_KW = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
+
+metadata = sa.MetaData()
+
+contact_state = sa.Table(
+    "erzy_contact_state",
+    metadata,
+    sa.Column("phone", sa.String(20), primary_key=True),
+    sa.Column("remote_id", sa.String(64)),
+    sa.Column("last_payload", _LongText),
+    sa.Column("last_hash", sa.String(64)),
+    sa.Column("crm_ids", _LongText),
+    sa.Column("created_by_sync", sa.Boolean(), nullable=False, default=False),
+    sa.Column("last_outcome", sa.String(32)),
+    sa.Column("last_error_code", sa.String(64)),
+    sa.Column("last_error_message", sa.Text()),
+    sa.Column("rejected_hash", sa.String(64)),
+    sa.Column("failure_count", sa.Integer(), nullable=False, default=0),
+    sa.Column("intent_seq", sa.Integer(), nullable=False, default=0),
+    sa.Column("pending_hash", sa.String(64)),
+    sa.Column("pending_key", sa.String(255)),
+    sa.Column("pending_run_id", sa.String(64)),
+    sa.Column("deferred", sa.Integer(), nullable=False, default=0),
+    sa.Column("lease_run_id", sa.String(64), index=True),
+    sa.Column("lease_until", sa.Double()),  # epoch seconds; DOUBLE, a 4-byte FLOAT loses minutes
+    sa.Column("updated_at", UtcDateTime()),
+    **_TABLE_KW,
+)
+
+sync_audit = sa.Table(
+    "erzy_sync_audit",
+    metadata,
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), index=True),
+    sa.Column("partition_key", sa.String(255)),
+    sa.Column("crm_ids", sa.Text()),
+    sa.Column("phone", sa.String(64), index=True),  # may be a raw, unparseable CRM value
+    sa.Column("action", sa.String(32)),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("http_status", sa.Integer()),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_message", sa.Text()),
+    sa.Column("attempts", sa.Integer()),
+    sa.Column("remote_id", sa.String(64)),
+    sa.Column("payload_hash", sa.String(64)),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    **_TABLE_KW,
+)
+
+sync_runs = sa.Table(
+    "erzy_sync_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("partition_key", sa.String(255)),
+    sa.Column("started_at", UtcDateTime(), nullable=False, index=True),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("dry_run", sa.Boolean(), nullable=False, default=False),
+    *(sa.Column(name, sa.Integer(), nullable=False, default=0) for name in RUN_COUNT_FIELDS),
+    **_TABLE_KW,
+)
+
+AUDIT_FIELDS = tuple(c.name for c in sync_audit.columns if c.name != "id")
+
+
+# --------------------------------------------------------------------------- engine helpers
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout first: switching to WAL needs a lock another process may hold.
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+
+
+def create_store_engine(url_or_engine: str | sa.URL | Engine) -> tuple[Engine, bool]:
+    """An engine ready for multi-process use, and whether the caller should dispose it.
+
+    A given Engine is reused; on SQLite it gets the WAL/busy-timeout hook for its new
+    connections (connections already pooled keep their settings).
+    """
+    if isinstance(url_or_engine, Engine):
+        engine, owned = url_or_engine, False
+    else:
+        engine, owned = sa.create_engine(url_or_engine, pool_pre_ping=True), True
+    if engine.dialect.name == "sqlite" and not event.contains(
+        engine, "connect", _sqlite_on_connect
+    ):
+        event.listen(engine, "connect", _sqlite_on_connect)
+    return engine, owned
+
+
+def create_tables(engine: Engine, meta: sa.MetaData) -> None:
+    """``create_all`` that tolerates another process creating the same tables at once."""
+    for attempt in range(5):
+        try:
+            meta.create_all(engine)
+            return
+        except sa.exc.DBAPIError:
+            # Lost a CREATE race ("already exists" / catalog unique violation): re-check.
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+@contextmanager
+def _write_tx(engine: Engine, read_committed: bool = False) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        if read_committed and conn.dialect.name in ("mysql", "mariadb"):
+            # InnoDB's default REPEATABLE READ could read a snapshot older than a lock just won.
+            conn.execution_options(isolation_level="READ COMMITTED")
+        if conn.dialect.name == "sqlite":
+            # Take the write lock up front: a deferred transaction that reads then writes
+            # can fail with SQLITE_BUSY instead of waiting for the busy timeout.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+
+def _is_contention(exc: sa.exc.DBAPIError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in ("40001", "40P01", "55P03"):  # serialization/deadlock
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in (1205, 1213):  # MariaDB lock wait timeout / deadlock
+        return True
+    return "database is locked" in str(orig)
+
+
+def run_write(
+    engine: Engine,
+    fn: Callable[[Connection], T],
+    attempts: int = 6,
+    *,
+    read_committed: bool = False,
+) -> T:
+    """Run ``fn`` in one committed write transaction, retrying deadlocks and lock timeouts.
+
+    ``read_committed``: every statement sees rows committed before it (MariaDB's default is
+    REPEATABLE READ; PostgreSQL already reads committed; SQLite serializes writers anyway).
+    """
+    for attempt in range(attempts):
+        try:
+            with _write_tx(engine, read_committed) as conn:
+                return fn(conn)
+        except sa.exc.DBAPIError as exc:
+            if attempt == attempts - 1 or not _is_contention(exc):
+                raise
+            time.sleep(0.02 * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def insert_ignore(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows whose primary key is absent; existing rows are left untouched (race safe)."""
+    if not rows:
+        return
+    name = conn.dialect.name
+    if name == "postgresql":
+        stmt: Any = pg_insert(table).on_conflict_do_nothing()
+    elif name == "sqlite":
+        stmt = sqlite_insert(table).on_conflict_do_nothing()
+    elif name in ("mysql", "mariadb"):
+        stmt = mysql.insert(table)
+        pk = table.primary_key.columns[0].name
+        stmt = stmt.on_duplicate_key_update({pk: stmt.inserted[pk]})  # no-op on duplicates
+    else:
+        raise NotImplementedError(f"unsupported database: {name}")
+    conn.execute(stmt, [dict(r) for r in rows])
+
+
+def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _truncate(message: str | None, limit: int = ERROR_MESSAGE_MAX) -> str | None:
+    if message is None:
+        return None
+    message = str(message)
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+_STATE_FIELDS = {f.name for f in dataclasses.fields(ContactState)}
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class StateStore:
+    """What the sync last confirmed in ErzyCall per phone, plus the audit trail and run log.
+
+    ``url`` is a SQLAlchemy URL or an Engine (reused, not disposed by :meth:`close`). Tables
+    are created on construction.
+    """
+
+    def __init__(self, url: str | sa.URL | Engine) -> None:
+        self._engine, self._owned = create_store_engine(url)
+        create_tables(self._engine, metadata)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        """Dispose the engine if this store created it."""
+        if self._owned:
+            self._engine.dispose()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        return run_write(self._engine, fn)
+
+    def _upsert_state(
+        self, conn: Connection, phones: Sequence[str], values: Mapping[str, Any]
+    ) -> None:
+        """UPDATE the phones' rows, creating blank rows first for phones never seen."""
+        values = {**values, "updated_at": _utcnow()}
+        for chunk in _chunks(list(phones)):
+            where = contact_state.c.phone.in_(chunk)
+            if conn.execute(contact_state.update().where(where).values(values)).rowcount < len(
+                chunk
+            ):
+                insert_ignore(conn, contact_state, [{"phone": p} for p in chunk])
+                conn.execute(contact_state.update().where(where).values(values))
+
+    # ----------------------------------------------------------------- reading state
+
+    def load_states(self, phones: Iterable[str] | None = None) -> dict[str, ContactState]:
+        """States by phone; ``None`` loads all. Phones without a row are simply absent."""
+        query = sa.select(contact_state)
+        rows: list[Mapping[str, Any]] = []
+        with self._engine.connect() as conn:
+            if phones is None:
+                rows = list(conn.execute(query).mappings())
+            else:
+                wanted = sorted(set(phones))
+                for chunk in _chunks(wanted):
+                    q = query.where(contact_state.c.phone.in_(chunk))
+                    rows.extend(conn.execute(q).mappings())
+        return {row["phone"]: self._to_state(row) for row in rows}
+
+    @staticmethod
+    def _to_state(row: Mapping[str, Any]) -> ContactState:
+        values = _decode_state_row(row)
+        values["deferred"] = bool(values["deferred"])
+        return ContactState(**{k: v for k, v in values.items() if k in _STATE_FIELDS})
+
+    def state_row(self, phone: str) -> dict[str, Any] | None:
+        """Every stored column of one phone (JSON decoded), for inspection and tests."""
+        with self._engine.connect() as conn:
+            row = (
+                conn.execute(sa.select(contact_state).where(contact_state.c.phone == phone))
+                .mappings()
+                .first()
+            )
+        return None if row is None else _decode_state_row(row)
+
+    # ----------------------------------------------------------------- leases
+
+    def claim(
+        self, phone: str, run_id: str, lease_seconds: float = 600.0, now: float | None = None
+    ) -> bool:
+        """Take (or renew) the phone's lease for ``run_id``; False if another run holds it.
+
+        ``now`` is wall-clock epoch seconds (leases are compared across processes).
+        """
+        now = time.time() if now is None else now
+        c = contact_state.c
+        stmt = (
+            contact_state.update()
+            .where(
+                c.phone == phone,
+                sa.or_(c.lease_run_id.is_(None), c.lease_run_id == run_id, c.lease_until < now),
+            )
+            .values(lease_run_id=run_id, lease_until=now + lease_seconds, updated_at=_utcnow())
+        )
+
+        def txn(conn: Connection) -> bool:
+            if conn.execute(stmt).rowcount == 1:
+                return True
+            insert_ignore(conn, contact_state, [{"phone": phone}])
+            return conn.execute(stmt).rowcount == 1
+
+        return self._write(txn)
+
+    def release(self, phone: str, run_id: str) -> None:
+        """Drop the lease if ``run_id`` holds it."""
+        c = contact_state.c
+        stmt = (
+            contact_state.update()
+            .where(c.phone == phone, c.lease_run_id == run_id)
+            .values(lease_run_id=None, lease_until=None)
+        )
+        self._write(lambda conn: conn.execute(stmt))
+
+    def release_all(self, run_id: str) -> int:
+        """Drop every lease ``run_id`` still holds (end of run); returns how many."""
+        stmt = (
+            contact_state.update()
+            .where(contact_state.c.lease_run_id == run_id)
+            .values(lease_run_id=None, lease_until=None)
+        )
+        return self._write(lambda conn: conn.execute(stmt).rowcount)
+
+    # ----------------------------------------------------------------- outcomes
+
+    def begin_intent(
+        self,
+        phone: str,
+        run_id: str,
+        seq: int,
+        payload_hash: str,
+        idempotency_key: str,
+        now: float | None = None,
+    ) -> bool:
+        """Commit the write about to be sent, before sending it.
+
+        Returns False (and records nothing) when another run holds a live lease on the
+        phone: the caller must not send then.
+        """
+        now = time.time() if now is None else now
+        c = contact_state.c
+        values = {
+            "intent_seq": seq,
+            "pending_hash": payload_hash,
+            "pending_key": idempotency_key,
+            "pending_run_id": run_id,
+            "updated_at": _utcnow(),
+        }
+        stmt = (
+            contact_state.update()
+            .where(
+                c.phone == phone,
+                sa.or_(c.lease_run_id.is_(None), c.lease_run_id == run_id, c.lease_until < now),
+            )
+            .values(values)
+        )
+
+        def txn(conn: Connection) -> bool:
+            if conn.execute(stmt).rowcount == 1:
+                return True
+            insert_ignore(conn, contact_state, [{"phone": phone}])
+            return conn.execute(stmt).rowcount == 1
+
+        return self._write(txn)
+
+    def record_success(
+        self,
+        phone: str,
+        *,
+        remote_id: str,
+        payload: Mapping[str, Any],
+        payload_hash: str,
+        crm_ids: Iterable[str],
+        created: bool,
+        outcome: str,
+    ) -> None:
+        """ErzyCall now holds ``payload`` for this phone: remember it, clear any pending work."""
+        values: dict[str, Any] = {
+            "remote_id": remote_id,
+            "last_payload": _dumps(dict(payload)),
+            "last_hash": payload_hash,
+            "crm_ids": _dumps(sorted(set(crm_ids))),
+            "last_outcome": outcome,
+            "last_error_code": None,
+            "last_error_message": None,
+            "rejected_hash": None,
+            "failure_count": 0,
+            "pending_hash": None,
+            "pending_key": None,
+            "pending_run_id": None,
+            "deferred": 0,
+        }
+        if created:  # never reset: a contact this sync created stays ours
+            values["created_by_sync"] = True
+        self._write(lambda conn: self._upsert_state(conn, [phone], values))
+
+    def record_failure(
+        self,
+        phone: str,
+        *,
+        outcome: str,
+        error_code: str | None,
+        error_message: str | None,
+        payload_hash: str | None,
+        permanent: bool,
+    ) -> None:
+        """Count a failure. Permanent: remember the rejected payload hash and drop the intent.
+
+        Transient: the pending intent stays so the rerun reuses the same idempotency key.
+        """
+        values: dict[str, Any] = {
+            "last_outcome": outcome,
+            "last_error_code": error_code,
+            "last_error_message": _truncate(error_message),
+            "failure_count": contact_state.c.failure_count + 1,
+            "deferred": 0,
+        }
+        if permanent:
+            values.update(
+                rejected_hash=payload_hash, pending_hash=None, pending_key=None, pending_run_id=None
+            )
+        self._write(lambda conn: self._upsert_state(conn, [phone], values))
+
+    def record_deferred(self, phones: Iterable[str], run_id: str) -> None:
+        """Mark phones left for a later run (budget); ``run_id`` gives up its leases on them."""
+        phones = sorted(set(phones))
+        if not phones:
+            return
+        c = contact_state.c
+
+        def txn(conn: Connection) -> None:
+            self._upsert_state(conn, phones, {"deferred": 1})
+            for chunk in _chunks(phones):
+                conn.execute(
+                    contact_state.update()
+                    .where(c.phone.in_(chunk), c.lease_run_id == run_id)
+                    .values(lease_run_id=None, lease_until=None)
+                )
+
+        self._write(txn)
+
+    def forget_remote(self, phone: str) -> None:
+        """The contact is gone from ErzyCall: the next run recreates it (intent_seq is kept)."""
+        stmt = (
+            contact_state.update()
+            .where(contact_state.c.phone == phone)
+            .values(remote_id=None, last_payload=None, last_hash=None, updated_at=_utcnow())
+        )
+        self._write(lambda conn: conn.execute(stmt))
+
+    def backlog(self) -> int:
+        """Contacts still owed a write: deferred, an unresolved intent, or a failure not
+        rejected for good."""
+        c = contact_state.c
+        cond = sa.or_(
+            c.deferred != 0,
+            c.pending_hash.is_not(None),
+            sa.and_(c.failure_count > 0, c.rejected_hash.is_(None)),
+        )
+        with self._engine.connect() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(contact_state).where(cond))
+                .scalar_one()
+            )
+
+    # ----------------------------------------------------------------- audit
+
+    def add_audit(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append audit rows in one transaction. Keys are :data:`AUDIT_FIELDS`; ``crm_ids`` may
+        be a string or a list (stored as JSON); ``created_at`` defaults to now (UTC)."""
+        if not rows:
+            return
+        now = _utcnow()
+        prepared = []
+        for row in rows:
+            unknown = set(row) - set(AUDIT_FIELDS)
+            if unknown:
+                raise ValueError(f"unknown audit fields: {sorted(unknown)}")
+            values: dict[str, Any] = dict.fromkeys(AUDIT_FIELDS)
+            values.update(row)
+            crm_ids = values["crm_ids"]
+            if crm_ids is not None and not isinstance(crm_ids, str):
+                values["crm_ids"] = _dumps(list(crm_ids))
+            values["error_message"] = _truncate(values["error_message"])
+            values["created_at"] = values["created_at"] or now
+            for col in sync_audit.columns:  # a too-long raw value must not lose the row
+                length = getattr(col.type, "length", None)
+                if length and isinstance(values.get(col.name), str):
+                    values[col.name] = values[col.name][:length]
+            prepared.append(values)
+
+        def txn(conn: Connection) -> None:
+            for chunk in _chunks(prepared):
+                conn.execute(sync_audit.insert(), list(chunk))
+
+        self._write(txn)
+
+    def audit_rows(self, run_id: str | None = None, limit: int | None = None) -> list[dict]:
+        """Audit rows, newest first, optionally for one run."""
+        query = sa.select(sync_audit).order_by(sync_audit.c.id.desc())
+        if run_id is not None:
+            query = query.where(sync_audit.c.run_id == run_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    # ----------------------------------------------------------------- runs
+
+    def start_run(self, run_id: str, partition_key: str | None, dry_run: bool) -> None:
+        """Record a run as running; a retried ``run_id`` is reopened, keeping ``started_at``."""
+        reopen = {"partition_key": partition_key, "dry_run": bool(dry_run),
+                  "status": "running", "finished_at": None}
+
+        def txn(conn: Connection) -> None:
+            insert_ignore(conn, sync_runs, [{"run_id": run_id, "started_at": _utcnow(), **reopen}])
+            conn.execute(sync_runs.update().where(sync_runs.c.run_id == run_id).values(reopen))
+
+        self._write(txn)
+
+    def finish_run(self, run_id: str, counts: Mapping[str, int], status: str) -> None:
+        """Close a run with its outcome counts (keys from :data:`RUN_COUNT_FIELDS`)."""
+        unknown = set(counts) - set(RUN_COUNT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown run counts: {sorted(unknown)}")
+        now = _utcnow()
+        values = {**{k: int(v) for k, v in counts.items()}, "status": status, "finished_at": now}
+
+        def txn(conn: Connection) -> None:
+            insert_ignore(conn, sync_runs, [{"run_id": run_id, "started_at": now,
+                                             "status": status}])
+            conn.execute(sync_runs.update().where(sync_runs.c.run_id == run_id).values(values))
+
+        self._write(txn)
+
+    def runs(self, limit: int = 20) -> list[dict]:
+        """Recorded runs, newest first."""
+        query = (
+            sa.select(sync_runs)
+            .order_by(sync_runs.c.started_at.desc(), sync_runs.c.run_id.desc())
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        for row in rows:
+            row["dry_run"] = bool(row["dry_run"])
+        return rows
+
+    def last_run(self) -> dict | None:
+        """The most recently started run, or None."""
+        found = self.runs(limit=1)
+        return found[0] if found else None
+
+
+def _decode_state_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    values = dict(row)
+    for key in ("last_payload", "crm_ids"):
+        if values[key] is not None:
+            values[key] = json.loads(values[key])
+    values["created_by_sync"] = bool(values["created_by_sync"])
+    values["crm_ids"] = values["crm_ids"] or []
+    return values

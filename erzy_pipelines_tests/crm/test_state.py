@@ -1,0 +1,245 @@
+"""The state/audit/run store on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from erzy_pipelines.crm.state import ERROR_MESSAGE_MAX, ContactState, StateStore
+
+PHONE = "+15551230001"
+PAYLOAD = {
+    "title": "Zoë Ångström 📞",
+    "phone": PHONE,
+    "email": None,
+    "notes": "n" * 3000,
+    "tags": ["vip"],
+    "groupIds": ["grp_a", "grp_b"],
+    "customFields": {"extension": "12"},
+}
+
+
+@pytest.fixture
+def store(any_db_url: str) -> Iterator[StateStore]:
+    s = StateStore(any_db_url)
+    yield s
+    s.close()
+
+
+def test_round_trip_and_created_by_sync_is_sticky(store: StateStore) -> None:
+    store.record_success(
+        PHONE, remote_id="contact_1", payload=PAYLOAD, payload_hash="h1",
+        crm_ids=["c2", "c1"], created=True, outcome="created",
+    )
+    state = store.load_states([PHONE])[PHONE]
+    assert isinstance(state, ContactState)
+    assert (state.remote_id, state.last_payload, state.last_hash) == ("contact_1", PAYLOAD, "h1")
+    assert (state.last_outcome, state.failure_count, state.deferred) == ("created", 0, False)
+
+    store.record_success(
+        PHONE, remote_id="contact_1", payload={**PAYLOAD, "tags": []}, payload_hash="h2",
+        crm_ids=["c1"], created=False, outcome="updated",
+    )
+    row = store.state_row(PHONE)
+    assert row is not None
+    assert row["created_by_sync"] is True
+    assert row["crm_ids"] == ["c1"]
+    assert row["last_payload"]["tags"] == []
+    assert row["updated_at"].tzinfo is not None
+    assert store.state_row("+15559999999") is None
+
+
+def test_load_states_chunks_and_all(store: StateStore) -> None:
+    phones = [f"+1555{n:07d}" for n in range(1200)]
+    store.record_deferred(phones, "run-1")
+    subset = store.load_states(phones[:1100] + ["+19999999999"])
+    assert sorted(subset) == phones[:1100]  # unknown phones are absent, not defaulted
+    assert all(s.deferred for s in subset.values())
+    assert len(store.load_states()) == 1200
+    assert store.load_states([]) == {}
+
+
+def test_claim_is_exclusive_until_released(store: StateStore) -> None:
+    assert store.claim(PHONE, "run-a", now=1000.0)
+    assert not store.claim(PHONE, "run-b", now=1001.0)
+    assert store.claim(PHONE, "run-a", now=1002.0)  # renewing your own lease
+    store.release(PHONE, "run-b")  # not the holder: no effect
+    assert not store.claim(PHONE, "run-b", now=1003.0)
+    store.release(PHONE, "run-a")
+    assert store.claim(PHONE, "run-b", now=1004.0)
+    assert store.release_all("run-b") == 1
+    assert store.state_row(PHONE)["lease_run_id"] is None
+
+
+def test_lease_expires(store: StateStore) -> None:
+    assert store.claim(PHONE, "run-a", lease_seconds=10.0, now=1000.0)
+    assert not store.claim(PHONE, "run-b", now=1009.5)
+    assert store.claim(PHONE, "run-b", now=1010.5)
+    assert not store.claim(PHONE, "run-a", now=1011.0)
+
+
+def test_concurrent_claims_from_two_engines_never_overlap(any_db_url: str) -> None:
+    phones = [f"+1555000{n:04d}" for n in range(40)]
+    stores = [StateStore(any_db_url), StateStore(any_db_url)]
+    barrier = threading.Barrier(2)
+
+    def work(i: int) -> set[str]:
+        barrier.wait()
+        order = phones if i == 0 else list(reversed(phones))
+        return {p for p in order if stores[i].claim(p, f"run-{i}")}
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            won = list(pool.map(work, range(2)))
+    finally:
+        for s in stores:
+            s.close()
+    assert won[0].isdisjoint(won[1])
+    assert won[0] | won[1] == set(phones)
+
+
+def test_intent_then_transient_failure_keeps_pending(store: StateStore) -> None:
+    assert store.claim(PHONE, "run-a", now=1000.0)
+    assert store.begin_intent(PHONE, "run-a", 1, "h1", "key-1", now=1001.0)
+    assert store.load_states([PHONE])[PHONE].pending_hash == "h1"
+
+    store.record_failure(
+        PHONE, outcome="failed", error_code="INTERNAL_ERROR", error_message="x" * 5000,
+        payload_hash="h1", permanent=False,
+    )
+    row = store.state_row(PHONE)
+    assert (row["pending_hash"], row["pending_key"], row["pending_run_id"]) == (
+        "h1", "key-1", "run-a",
+    )
+    assert row["failure_count"] == 1 and row["rejected_hash"] is None
+    assert len(row["last_error_message"]) == ERROR_MESSAGE_MAX
+    assert store.backlog() == 1
+
+    # Another run may not start a write while run-a's lease is live.
+    assert not store.begin_intent(PHONE, "run-b", 2, "h1", "key-2", now=1002.0)
+    assert store.state_row(PHONE)["pending_key"] == "key-1"
+
+    store.record_success(
+        PHONE, remote_id="contact_9", payload=PAYLOAD, payload_hash="h1", crm_ids=["c1"],
+        created=True, outcome="created",
+    )
+    state = store.load_states([PHONE])[PHONE]
+    assert (state.pending_hash, state.failure_count, state.intent_seq) == (None, 0, 1)
+    assert store.backlog() == 0
+
+
+def test_permanent_failure_sets_rejected_hash(store: StateStore) -> None:
+    assert store.begin_intent(PHONE, "run-a", 3, "bad", "key-3")
+    store.record_failure(
+        PHONE, outcome="rejected", error_code="VALIDATION_ERROR", error_message="bad email",
+        payload_hash="bad", permanent=True,
+    )
+    state = store.load_states([PHONE])[PHONE]
+    assert (state.rejected_hash, state.pending_hash, state.failure_count) == ("bad", None, 1)
+    assert state.intent_seq == 3
+    assert store.backlog() == 0  # rejected for good: nothing owed until the data changes
+
+
+def test_forget_remote_keeps_intent_seq(store: StateStore) -> None:
+    store.begin_intent(PHONE, "run-a", 4, "h4", "key-4")
+    store.record_success(
+        PHONE, remote_id="contact_4", payload=PAYLOAD, payload_hash="h4", crm_ids=["c1"],
+        created=True, outcome="created",
+    )
+    store.forget_remote(PHONE)
+    state = store.load_states([PHONE])[PHONE]
+    assert (state.remote_id, state.last_payload, state.last_hash) == (None, None, None)
+    assert state.intent_seq == 4
+
+
+def test_backlog_counts_deferred_pending_and_failed(store: StateStore) -> None:
+    store.record_deferred(["+15550000001", "+15550000002"], "run-a")
+    store.begin_intent("+15550000003", "run-a", 1, "h", "k")
+    store.record_failure(
+        "+15550000004", outcome="failed", error_code=None, error_message="timeout",
+        payload_hash="h", permanent=False,
+    )
+    store.record_failure(
+        "+15550000005", outcome="rejected", error_code="VALIDATION_ERROR", error_message="no",
+        payload_hash="h", permanent=True,
+    )
+    assert store.backlog() == 4
+    store.record_success(
+        "+15550000001", remote_id="contact_1", payload=PAYLOAD, payload_hash="h",
+        crm_ids=[], created=False, outcome="updated",
+    )
+    assert store.backlog() == 3
+
+
+def test_deferring_gives_up_own_lease(store: StateStore) -> None:
+    assert store.claim(PHONE, "run-a", now=1000.0)
+    store.record_deferred([PHONE], "run-a")
+    assert store.claim(PHONE, "run-b", now=1001.0)
+
+
+def test_audit_rows(store: StateStore) -> None:
+    store.add_audit([
+        {"run_id": "r1", "partition_key": "vip", "crm_ids": ["c1", "c2"], "phone": PHONE,
+         "action": "create", "outcome": "created", "http_status": 201, "attempts": 1,
+         "remote_id": "contact_1", "payload_hash": "h1"},
+        {"run_id": "r1", "crm_ids": "c3", "phone": "+1 (555) 123-4567 ext. 89 " * 5,
+         "action": "reject", "outcome": "rejected", "error_code": "invalid_phone",
+         "error_message": "é" * 3000},
+    ])
+    store.add_audit([{"run_id": "r2", "phone": PHONE, "action": "update", "outcome": "failed"}])
+
+    rows = store.audit_rows()
+    assert [r["run_id"] for r in rows] == ["r2", "r1", "r1"]  # newest first
+    reject, create = store.audit_rows(run_id="r1")
+    assert create["crm_ids"] == '["c1","c2"]' and create["http_status"] == 201
+    assert reject["crm_ids"] == "c3"
+    assert len(reject["error_message"]) == ERROR_MESSAGE_MAX
+    assert len(reject["phone"]) == 64
+    assert create["created_at"].tzinfo == UTC
+    assert len(store.audit_rows(limit=1)) == 1
+    with pytest.raises(ValueError, match="unknown audit fields"):
+        store.add_audit([{"run_id": "r3", "api_key": "nope"}])
+
+
+def test_runs_table(store: StateStore) -> None:
+    assert store.last_run() is None
+    store.start_run("run-1", "vip", dry_run=True)
+    first = store.last_run()
+    store.start_run("run-1", "all", dry_run=False)  # a retried run is reopened, not duplicated
+    store.finish_run("run-1", {"created": 2, "requests": 3}, "success")
+    store.start_run("run-2", None, dry_run=False)
+
+    newest, older = store.runs(limit=10)
+    assert newest["run_id"] == "run-2" and newest["status"] == "running"
+    assert older["run_id"] == "run-1"
+    assert (older["partition_key"], older["dry_run"], older["status"]) == ("all", False, "success")
+    assert (older["created"], older["requests"], older["failed"]) == (2, 3, 0)
+    assert older["started_at"] == first["started_at"]
+    assert timedelta(0) <= older["finished_at"] - older["started_at"] < timedelta(minutes=1)
+    assert store.last_run()["run_id"] == "run-2"
+    with pytest.raises(ValueError, match="unknown run counts"):
+        store.finish_run("run-2", {"bogus": 1}, "failed")
+
+
+def test_sqlite_uses_wal(sqlite_url: str) -> None:
+    store = StateStore(sqlite_url)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    finally:
+        store.close()
+
+
+def test_store_reuses_a_given_engine(sqlite_url: str) -> None:
+    engine = sa.create_engine(sqlite_url)
+    store = StateStore(engine)
+    store.record_deferred([PHONE], "run-a")
+    store.close()  # not ours to dispose
+    assert StateStore(engine).load_states()[PHONE].deferred
+    engine.dispose()
