@@ -15,8 +15,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-PG_ADMIN_URL = os.environ.get("ERZY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-MARIADB_ADMIN_URL = os.environ.get("ERZY_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+PG_ADMIN_URL = os.environ.get(
+    "ERZY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+MARIADB_ADMIN_URL = os.environ.get(
+    "ERZY_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -45,7 +45,8 @@ T = TypeVar("T")
 ERROR_MESSAGE_MAX = 1000
 _IN_CHUNK = 500
 RUN_COUNT_FIELDS = (
-    "created", "updated", "unchanged", "merged", "rejected", "failed", "deferred", "requests",
+    "created", "updated", "unchanged", "merged", "rejected",
+    "failed", "deferred", "planned", "requests",
 )
 
 

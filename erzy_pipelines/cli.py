@@ -1,0 +1,331 @@
+"""`erzy-pipelines`: the sandbox, the sample CRM, the sync (through Dagster), the demo and the UI.
+
+``sync`` materializes the same assets the UI and the schedule run (``dg.materialize`` on the
+instance in ``DAGSTER_HOME``), so every CLI run shows up in the UI with its metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from erzy_pipelines.core.budget import (
+    DEFAULT_WINDOWS,
+    format_duration,
+    parse_rate_limits,
+    seconds_for_requests,
+)
+from erzy_pipelines.settings import apply_env_defaults, data_dir, env, settings
+
+DEMO_RATE_LIMITS = "3000/60,100000/3600"
+SUMMARY_COLUMNS = (
+    "created",
+    "updated",
+    "unchanged",
+    "merged",
+    "rejected",
+    "failed",
+    "deferred",
+    "planned",
+    "requests",
+)
+
+
+def ensure_dagster_home() -> Path:
+    """Use $DAGSTER_HOME, or data/dagster_home with the repository's dagster.yaml."""
+    if os.environ.get("DAGSTER_HOME"):
+        home = Path(os.environ["DAGSTER_HOME"])
+    else:
+        home = data_dir() / "dagster_home"
+        os.environ["DAGSTER_HOME"] = str(home)
+    home.mkdir(parents=True, exist_ok=True)
+    template = Path(__file__).resolve().parents[1] / "dagster.yaml"
+    if not (home / "dagster.yaml").exists() and template.exists():
+        shutil.copy(template, home / "dagster.yaml")
+    return home
+
+
+def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    print("  ".join(c.rjust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).rjust(widths[c]) for c in columns))
+
+
+def run_sync(
+    groups: Sequence[str] | None = None,
+    *,
+    dry_run: bool = False,
+    full_resync: bool = False,
+    max_requests: int = 0,
+    instance=None,
+    log_level: str = "INFO",
+) -> tuple[int, list[dict]]:
+    """Run the sync assets for all groups (one run) or for each chosen group; return
+    (exit code, one summary row per run). Exit code 1 when a run failed or operations failed."""
+    import dagster as dg
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    from erzy_pipelines.crm.extract import create_crm_engine, discover_group_keys, read_sql_file
+    from erzy_pipelines.crm.state import StateStore
+    from erzy_pipelines.definitions import SYNC_ASSETS, build_resources
+    from erzy_pipelines.partitions import CRM_GROUPS_PARTITIONS_NAME, sync_partitions
+
+    apply_env_defaults()
+    if instance is None:
+        ensure_dagster_home()
+        instance = dg.DagsterInstance.get()
+    crm_keys = discover_group_keys(
+        create_crm_engine(env("CRM_DATABASE_URL")), read_sql_file(Path(env("CRM_MEMBERSHIPS_SQL")))
+    )
+    sync_partitions(instance, crm_keys)
+    known = instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME)
+    run_config = {
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+        "ops": {
+            "erzycall_contacts": {
+                "config": {
+                    "dry_run": dry_run,
+                    "full_resync": full_resync,
+                    "max_requests": max_requests,
+                }
+            }
+        },
+    }
+    if groups:
+        unknown = [g for g in groups if g not in known]
+        if unknown:
+            print(
+                f"error: unknown group(s) {', '.join(unknown)}; known: {', '.join(known)}",
+                file=sys.stderr,
+            )
+            return 2, []
+        launches = [{"partition_key": g} for g in groups]
+    else:
+        launches = [
+            {
+                "tags": {
+                    ASSET_PARTITION_RANGE_START_TAG: known[0],
+                    ASSET_PARTITION_RANGE_END_TAG: known[-1],
+                }
+            }
+        ]
+    store = StateStore(env("ERZY_STATE_DATABASE_URL"))
+    summaries, exit_code = [], 0
+    for launch in launches:
+        result = dg.materialize(
+            SYNC_ASSETS,
+            instance=instance,
+            resources=build_resources(),
+            run_config=run_config,
+            raise_on_error=False,
+            **launch,
+        )
+        run = next((r for r in store.runs(limit=20) if r["run_id"] == result.run_id), None)
+        row = {
+            "scope": launch.get("partition_key", "all"),
+            "status": "ok" if result.success else "FAILED",
+        }
+        row.update({c: (run or {}).get(c) or 0 for c in SUMMARY_COLUMNS})
+        summaries.append(row)
+        if not result.success or row["failed"]:
+            exit_code = 1
+            for event in result.all_events:
+                if event.is_step_failure and event.step_failure_data:
+                    print(
+                        f"error: {event.step_failure_data.error.message.strip()}", file=sys.stderr
+                    )
+    return exit_code, summaries
+
+
+def _print_summary(summaries: list[dict], dry_run: bool) -> None:
+    print()
+    _print_table(summaries, ("scope", "status", *SUMMARY_COLUMNS))
+    if dry_run:
+        planned = sum(s["planned"] for s in summaries)
+        eta = format_duration(
+            seconds_for_requests(planned, parse_rate_limits(env("ERZYCALL_RATE_LIMITS")))
+        )
+        print(
+            f"\nDRY RUN: nothing was sent. The plan needs {planned} requests, about {eta} "
+            f"at ERZYCALL_RATE_LIMITS={env('ERZYCALL_RATE_LIMITS')}."
+        )
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
+    started = time.monotonic()
+    code, summaries = run_sync(
+        groups, dry_run=args.dry_run, full_resync=args.full_resync, max_requests=args.max_requests
+    )
+    if summaries:
+        _print_summary(summaries, args.dry_run)
+        print(f"\nfinished in {time.monotonic() - started:.1f}s")
+    return code
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from erzy_pipelines.erzycall.sandbox import SandboxConfig, serve_forever
+
+    limits = tuple((w.limit, w.seconds) for w in parse_rate_limits(args.limits))
+    serve_forever(SandboxConfig(host=args.host, port=args.port, limits=limits, db_path=args.db))
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from erzy_pipelines.crm.seed import seed_demo_crm
+
+    url = args.url or env("CRM_DATABASE_URL")
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    summary = seed_demo_crm(url, rows=args.rows, seed=args.seed)
+    print(f"{summary} in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def _start_demo_sandbox(port: int = 0):
+    from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+
+    limits = tuple((w.limit, w.seconds) for w in parse_rate_limits(DEMO_RATE_LIMITS))
+    sandbox = SandboxServer(
+        SandboxConfig(port=port, limits=limits, db_path=str(data_dir() / "demo_sandbox.sqlite"))
+    ).start()
+    os.environ.update(
+        ERZYCALL_BASE_URL=sandbox.base_url,
+        ERZYCALL_API_KEY=DEMO_API_KEY,
+        ERZYCALL_RATE_LIMITS=DEMO_RATE_LIMITS,
+    )
+    return sandbox
+
+
+def _prepare_demo_env() -> None:
+    from erzy_pipelines.crm.seed import ensure_demo_crm
+
+    data_dir().mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault(
+        "ERZY_STATE_DATABASE_URL", f"sqlite:///{data_dir() / 'demo_state.sqlite'}"
+    )
+    apply_env_defaults()
+    ensure_demo_crm(env("CRM_DATABASE_URL"))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _prepare_demo_env()
+    sandbox = _start_demo_sandbox()
+    print(
+        f"sandbox API at {sandbox.base_url} (demo plan {DEMO_RATE_LIMITS}); "
+        f"CRM {env('CRM_DATABASE_URL')}"
+    )
+    try:
+        started = time.monotonic()
+        code, summaries = run_sync(dry_run=args.dry_run)
+    finally:
+        sandbox.stop()
+    _print_summary(summaries, args.dry_run)
+    requests = sum(s["requests"] for s in summaries)
+    real = format_duration(seconds_for_requests(requests, DEFAULT_WINDOWS))
+    print(
+        f"\nfinished in {time.monotonic() - started:.1f}s; {requests} requests would take {real} "
+        "at the real limits (60/min, 1,000/h)."
+    )
+    print("Run `make demo` again: an unchanged CRM costs 0 write requests.")
+    return code
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    _prepare_demo_env()
+    sandbox = _start_demo_sandbox(port=args.sandbox_port)
+    home = ensure_dagster_home()
+    print(
+        f"sandbox API at {sandbox.base_url}; DAGSTER_HOME={home}; "
+        f"opening dagster dev on :{args.port}"
+    )
+    try:
+        return subprocess.call(
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-m",
+                "erzy_pipelines.definitions",
+                "-p",
+                str(args.port),
+            ]
+        )
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sandbox.stop()
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    for setting in settings():
+        value = os.environ.get(setting.name, setting.default)
+        if setting.name == "ERZYCALL_API_KEY":
+            value = value[:8] + "…(redacted)"
+        print(f"{setting.name:30} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="erzy-pipelines", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sync", help="run the sync assets through Dagster and print a summary")
+    p.add_argument("--dry-run", action="store_true", help="plan only; send nothing")
+    p.add_argument("--groups", help="comma-separated CRM group keys (default: everything)")
+    p.add_argument(
+        "--full-resync", action="store_true", help="ignore stored hashes; list and fix drift"
+    )
+    p.add_argument("--max-requests", type=int, default=0, help="most requests this run may spend")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("sandbox", help="run the local ErzyCall sandbox API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8787)
+    p.add_argument("--db", default=None, help="SQLite file to persist contacts in")
+    p.add_argument(
+        "--limits", default="60/60,1000/3600", help="rate-limit windows requests/seconds"
+    )
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("seed-demo-crm", help="create the messy sample CRM")
+    p.add_argument("--url", default=None, help="SQLAlchemy URL (default: CRM_DATABASE_URL)")
+    p.add_argument("--rows", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser(
+        "demo", help="seed the sample CRM, start the sandbox, sync, print the summary"
+    )
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("dev", help="open `dagster dev` on the demo defaults (sandbox + sample CRM)")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--sandbox-port", type=int, default=8787)
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("config", help="print the effective settings (key redacted)")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

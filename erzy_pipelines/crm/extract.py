@@ -1,0 +1,320 @@
+"""Read contacts and group memberships out of any SQLAlchemy database with the user's own SQL.
+
+The user describes their CRM with two queries that return canonical columns (see
+``erzy_pipelines/sql/*.sql`` for the sample CRM's). The contacts query is streamed with a
+server-side cursor and handed out in chunks, so the CRM is never held in memory; the memberships
+query is read once into a ``crm_id -> groups`` map, which is what lets every contact carry *all*
+of its groups whichever partition is being synced.
+
+Group selection happens here, in Python, by crm_id: group keys (partition names, which may contain
+anything) never become SQL text. The SQL itself runs exactly as written — no bind-parameter or
+``%`` processing — so a ``LIKE 'a%'`` or a ``'10:30'`` literal means what it says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import sqlalchemy as sa
+
+CONTACT_REQUIRED = ("crm_id", "title", "phone")
+CONTACT_OPTIONAL = ("email", "notes", "tags", "country", "updated_at")
+CUSTOM_PREFIX = "custom_"
+MEMBERSHIP_REQUIRED = ("crm_id", "group_key", "erzycall_group_id")
+RESERVED_COLUMNS = ("group_keys", "group_ids")
+"""Added by the extractor from the memberships query; a contacts query may not return them."""
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+DEFAULT_CONTACTS_SQL = SQL_DIR / "contacts.sql"
+DEFAULT_MEMBERSHIPS_SQL = SQL_DIR / "memberships.sql"
+
+Membership = tuple[str, str | None]
+
+
+class QueryShapeError(ValueError):
+    """A query's columns are not the canonical ones (missing, unknown or repeated)."""
+
+
+class CrmConnectionError(RuntimeError):
+    """The CRM database could not be reached; the message shows the URL, password hidden."""
+
+
+class SqlQuery(str):
+    """SQL text that remembers the file it came from, so errors can point at that file."""
+
+    source: str
+
+    def __new__(cls, text: str, source: str) -> SqlQuery:
+        obj = super().__new__(cls, text)
+        obj.source = source
+        return obj
+
+
+def read_sql_file(path: str | Path) -> SqlQuery:
+    """Read a query from ``path`` (trailing ``;`` removed). Errors name the path."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"SQL file not found: {p} (resolved: {p.resolve()})") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"SQL path is a directory, not a file: {p}") from None
+    text = text.strip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    if not text:
+        raise QueryShapeError(f"SQL file is empty: {p}")
+    return SqlQuery(text, str(p))
+
+
+def _source(sql: str, default: str) -> str:
+    return f"{default} from {sql.source}" if isinstance(sql, SqlQuery) else default
+
+
+# --------------------------------------------------------------------------------------------
+# Connections
+
+
+def _scrub(text: str, url: sa.URL) -> str:
+    """Driver messages rarely echo the password, but "rarely" is not "never"."""
+    if url.password:
+        password = str(url.password)
+        for form in {password, quote(password, safe=""), quote_plus(password, safe="")}:
+            text = text.replace(form, "***")
+    return text
+
+
+def _connection_error(url: sa.URL, exc: BaseException) -> CrmConnectionError:
+    orig = getattr(exc, "orig", None) or exc
+    detail = _scrub(" ".join(str(orig).split()), url)
+    safe_url = url.render_as_string(hide_password=True)
+    return CrmConnectionError(f"cannot connect to the CRM database {safe_url}: {detail}")
+
+
+def create_crm_engine(url: str | sa.URL, *, check: bool = True,
+                      connect_timeout: int = 10) -> sa.Engine:
+    """An engine for the CRM with ``pool_pre_ping``; with ``check`` it connects once now so a
+    wrong host, port or password fails here with a CrmConnectionError, not deep in a run."""
+    try:
+        sa_url = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise CrmConnectionError(
+            "invalid CRM database URL (expected a SQLAlchemy URL such as "
+            "postgresql+psycopg://user@host/db)"
+        ) from None
+    connect_args: dict[str, Any] = {}
+    backend = sa_url.get_backend_name()
+    # An unreachable host should fail in seconds, not after the OS's TCP timeout.
+    if backend in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in sa_url.query:
+        connect_args["connect_timeout"] = connect_timeout
+    try:
+        engine = sa.create_engine(sa_url, pool_pre_ping=True, connect_args=connect_args)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise CrmConnectionError(
+            f"cannot use the CRM database URL {sa_url.render_as_string(hide_password=True)}: "
+            f"{_scrub(str(exc), sa_url)}"
+        ) from None
+    if check:
+        with _connect(engine):
+            pass
+    return engine
+
+
+@contextmanager
+def _connect(engine: sa.Engine) -> Iterator[sa.Connection]:
+    try:
+        conn = engine.connect()
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        raise _connection_error(engine.url, exc) from None
+    with conn:
+        yield conn
+
+
+# --------------------------------------------------------------------------------------------
+# Query shape
+
+
+def _columns(result: sa.CursorResult[Any], what: str) -> list[str]:
+    keys = result.keys()  # a RMKeyView, not a dict: iterating the result would fetch rows
+    names = [str(k).lower() for k in keys]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise QueryShapeError(f"{what} returns repeated column(s): {', '.join(repeated)}")
+    return names
+
+
+def check_contact_columns(columns: Iterable[str], what: str = "contacts query") -> None:
+    """Raise QueryShapeError unless ``columns`` are canonical contact columns."""
+    cols = [c.lower() for c in columns]
+    missing = [c for c in CONTACT_REQUIRED if c not in cols]
+    if missing:
+        raise QueryShapeError(
+            f"{what} is missing required column(s): {', '.join(missing)} "
+            f"(returned: {', '.join(cols) or 'none'}; required: {', '.join(CONTACT_REQUIRED)})"
+        )
+    reserved = [c for c in cols if c in RESERVED_COLUMNS]
+    if reserved:
+        raise QueryShapeError(
+            f"{what} returns reserved column(s) {', '.join(reserved)}: group membership comes "
+            "from the memberships query"
+        )
+    unknown = [
+        c for c in cols
+        if c not in CONTACT_REQUIRED and c not in CONTACT_OPTIONAL
+        and not (c.startswith(CUSTOM_PREFIX) and len(c) > len(CUSTOM_PREFIX))
+    ]
+    if unknown:
+        raise QueryShapeError(
+            f"{what} returns unknown column(s): {', '.join(unknown)} (optional columns: "
+            f"{', '.join(CONTACT_OPTIONAL)}; name a custom field custom_<name>)"
+        )
+
+
+def check_membership_columns(columns: Iterable[str], what: str = "memberships query") -> None:
+    """Raise QueryShapeError unless ``columns`` are exactly the membership columns."""
+    cols = [c.lower() for c in columns]
+    missing = [c for c in MEMBERSHIP_REQUIRED if c not in cols]
+    if missing:
+        raise QueryShapeError(
+            f"{what} is missing required column(s): {', '.join(missing)} "
+            f"(returned: {', '.join(cols) or 'none'}; required: {', '.join(MEMBERSHIP_REQUIRED)})"
+        )
+    unknown = [c for c in cols if c not in MEMBERSHIP_REQUIRED]
+    if unknown:
+        raise QueryShapeError(
+            f"{what} returns unknown column(s): {', '.join(unknown)} "
+            f"(expected exactly: {', '.join(MEMBERSHIP_REQUIRED)})"
+        )
+
+
+def _run(conn: sa.Connection, sql: str, chunk_size: int) -> sa.CursorResult[Any]:
+    """Execute SQL as written, streamed: server-side cursor on PostgreSQL (named cursor) and
+    MariaDB (unbuffered cursor); SQLite's cursor is lazy already."""
+    streamed = conn.execution_options(
+        stream_results=True, yield_per=chunk_size, no_parameters=True
+    )
+    return streamed.exec_driver_sql(str(sql))
+
+
+# --------------------------------------------------------------------------------------------
+# Memberships
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
+def load_memberships(engine: sa.Engine, sql: str,
+                     *, chunk_size: int = 10_000) -> dict[str, list[Membership]]:
+    """Map crm_id -> [(group_key, erzycall_group_id or None)], from the memberships query.
+
+    Rows with a NULL crm_id or group_key are ignored (they are outer-join leftovers, not
+    memberships); repeated rows are kept once.
+    """
+    what = _source(sql, "memberships query")
+    memberships: dict[str, list[Membership]] = {}
+    shared: dict[Membership, Membership] = {}  # one tuple per distinct group: flat memory
+    with _connect(engine) as conn:
+        result = _run(conn, sql, chunk_size)
+        cols = _columns(result, what)
+        check_membership_columns(cols, what)
+        i_crm, i_key, i_id = (cols.index(c) for c in MEMBERSHIP_REQUIRED)
+        for partition in result.partitions():
+            for row in partition:
+                crm_id, key = row[i_crm], _text(row[i_key])
+                if crm_id is None or key is None:
+                    continue
+                pair = (key, _text(row[i_id]))
+                pair = shared.setdefault(pair, pair)
+                groups = memberships.setdefault(str(crm_id), [])
+                if pair not in groups:
+                    groups.append(pair)
+    return memberships
+
+
+def discover_group_keys(engine: sa.Engine, sql: str) -> list[str]:
+    """Sorted distinct group keys the memberships query returns (e.g. to define partitions)."""
+    keys: set[str] = set()
+    for groups in load_memberships(engine, sql).values():
+        keys.update(key for key, _ in groups)
+    return sorted(keys)
+
+
+# --------------------------------------------------------------------------------------------
+# Contacts
+
+
+def _as_datetime(value: Any) -> Any:
+    """SQLite hands DATETIME columns back as text to a raw query; give them back as datetimes."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
+def iter_contact_chunks(
+    engine: sa.Engine,
+    contacts_sql: str,
+    memberships_sql: str | None,
+    *,
+    groups: Collection[str] | None = None,
+    include_ungrouped: bool = True,
+    extra_crm_ids: Collection[str] | None = None,
+    chunk_size: int = 10_000,
+) -> Iterator[list[dict[str, Any]]]:
+    """Stream the contacts query in chunks of up to ``chunk_size`` row dicts.
+
+    Each row has the query's canonical columns (lower-cased names; ``crm_id`` as text), plus
+    ``group_keys`` (sorted, all of the contact's CRM groups) and ``group_ids`` (sorted unique
+    ErzyCall ids of those groups). ``groups=None`` yields every contact; otherwise only contacts
+    in at least one of ``groups``, plus contacts in no group at all when ``include_ungrouped``,
+    plus any contact whose crm_id is in ``extra_crm_ids`` (e.g. one that just left the selected
+    groups and must lose them remotely). ``memberships_sql=None`` means the CRM has no groups.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    what = _source(contacts_sql, "contacts query")
+    memberships = load_memberships(engine, memberships_sql) if memberships_sql else {}
+    selected = None if groups is None else frozenset(str(g) for g in groups)
+    extra = frozenset(str(i) for i in extra_crm_ids or ())
+
+    with _connect(engine) as conn:
+        result = _run(conn, contacts_sql, chunk_size)
+        cols = _columns(result, what)
+        check_contact_columns(cols, what)
+        i_crm = cols.index("crm_id")
+        i_updated = cols.index("updated_at") if "updated_at" in cols else None
+        chunk: list[dict[str, Any]] = []
+        for partition in result.partitions():
+            for row in partition:
+                raw_id = row[i_crm]
+                crm_id = None if raw_id is None else str(raw_id)
+                member_of = memberships.get(crm_id, ()) if crm_id is not None else ()
+                if selected is not None and crm_id not in extra:
+                    if member_of:
+                        if not any(key in selected for key, _ in member_of):
+                            continue
+                    elif not include_ungrouped:
+                        continue
+                record = dict(zip(cols, row, strict=True))
+                record["crm_id"] = crm_id
+                if i_updated is not None:
+                    record["updated_at"] = _as_datetime(record["updated_at"])
+                record["group_keys"] = sorted({key for key, _ in member_of})
+                record["group_ids"] = sorted({gid for _, gid in member_of if gid is not None})
+                chunk.append(record)
+                if len(chunk) >= chunk_size:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk

@@ -1,0 +1,68 @@
+"""The one Definitions object: assets (with their checks), resources, job, schedule and sensor.
+
+Unset environment variables get their defaults first (see ``settings.py``), so every resource
+field can come from ``dg.EnvVar`` and the UI never shows a secret's value.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from erzy_pipelines.assets.contacts import crm_contacts, deduped_contacts, normalized_contacts
+from erzy_pipelines.assets.sync import erzycall_contacts, sync_audit
+from erzy_pipelines.io_manager import PartitionSetPickleIOManager
+from erzy_pipelines.resources import (
+    CrmDatabaseResource,
+    ErzyCallResource,
+    SyncPolicyResource,
+    SyncStateResource,
+)
+from erzy_pipelines.schedules import build_daily_schedule, sync_job
+from erzy_pipelines.sensors import crm_groups_sensor
+from erzy_pipelines.settings import apply_env_defaults, data_dir, env
+
+SYNC_ASSETS = [crm_contacts, normalized_contacts, deduped_contacts, erzycall_contacts, sync_audit]
+
+
+def _flag(name: str) -> bool:
+    return env(name).strip().lower() in ("1", "true", "yes", "on")
+
+
+def build_resources() -> dict[str, object]:
+    """Resources from the environment (defaults applied). Secrets stay ``EnvVar`` references."""
+    apply_env_defaults()
+    return {
+        "erzycall": ErzyCallResource(
+            api_key=dg.EnvVar("ERZYCALL_API_KEY"),
+            base_url=dg.EnvVar("ERZYCALL_BASE_URL"),
+            rate_limits=dg.EnvVar("ERZYCALL_RATE_LIMITS"),
+            allow_insecure_http=_flag("ERZYCALL_ALLOW_INSECURE_HTTP"),
+        ),
+        "crm": CrmDatabaseResource(
+            url=dg.EnvVar("CRM_DATABASE_URL"),
+            contacts_sql_path=dg.EnvVar("CRM_CONTACTS_SQL"),
+            memberships_sql_path=dg.EnvVar("CRM_MEMBERSHIPS_SQL"),
+        ),
+        "state": SyncStateResource(url=dg.EnvVar("ERZY_STATE_DATABASE_URL")),
+        "policy": SyncPolicyResource(
+            default_region=dg.EnvVar("ERZY_DEFAULT_REGION"),
+            max_requests_per_run=int(env("ERZY_MAX_REQUESTS_PER_RUN")),
+            max_run_seconds=float(env("ERZY_MAX_RUN_SECONDS")),
+            reject_rate_warn=float(env("ERZY_REJECT_RATE_WARN")),
+        ),
+        "frames_io_manager": PartitionSetPickleIOManager(base_dir=str(data_dir() / "assets")),
+    }
+
+
+def build_definitions() -> dg.Definitions:
+    apply_env_defaults()
+    return dg.Definitions(
+        assets=SYNC_ASSETS,
+        jobs=[sync_job],
+        schedules=[build_daily_schedule(env("ERZY_SCHEDULE_CRON"))],
+        sensors=[crm_groups_sensor],
+        resources=build_resources(),
+    )
+
+
+defs = build_definitions()

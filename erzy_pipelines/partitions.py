@@ -1,0 +1,94 @@
+"""CRM contact groups as Dagster partitions.
+
+Each ``group_key`` returned by the memberships query is a dynamic partition, kept current by the
+``crm_groups_sensor`` (and by the CLI before it launches a run). One extra partition,
+``_ungrouped``, stands for the contacts in no group, so that every contact has a partition and
+the daily run (all partitions in one run) covers everyone.
+
+A run's scope is decided from its partition keys: all known partitions → the whole CRM (so a
+group that appeared since the last sensor tick is still synced); otherwise the members of the
+selected groups, plus the ungrouped contacts when ``_ungrouped`` is selected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
+
+CRM_GROUPS_PARTITIONS_NAME = "crm_groups"
+UNGROUPED_KEY = "_ungrouped"
+
+crm_groups_partitions = dg.DynamicPartitionsDefinition(name=CRM_GROUPS_PARTITIONS_NAME)
+
+
+@dataclass(frozen=True)
+class SyncScope:
+    """Which CRM contacts a run covers. ``groups=None`` means every contact."""
+
+    groups: frozenset[str] | None
+    include_ungrouped: bool
+
+    @property
+    def label(self) -> str:
+        if self.groups is None:
+            return "all"
+        names = sorted(self.groups) + ([UNGROUPED_KEY] if self.include_ungrouped else [])
+        return ",".join(names)
+
+
+FULL_SCOPE = SyncScope(groups=None, include_ungrouped=True)
+
+
+def scope_from_partition_keys(selected: Sequence[str], known: Iterable[str]) -> SyncScope:
+    """The scope of a run over ``selected`` partitions when ``known`` partitions exist."""
+    selected_set = set(selected)
+    if not selected_set or selected_set >= set(known):
+        return FULL_SCOPE
+    return SyncScope(
+        groups=frozenset(selected_set - {UNGROUPED_KEY}),
+        include_ungrouped=UNGROUPED_KEY in selected_set,
+    )
+
+
+def scope_for(context: dg.AssetExecutionContext) -> SyncScope:
+    if not context.has_partition_key and not context.has_partition_key_range:
+        return FULL_SCOPE
+    known = context.instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME)
+    return scope_from_partition_keys(list(context.partition_keys), known)
+
+
+def usable_partition_key(group_key: str) -> bool:
+    """Dagster refuses some substrings in partition keys; such groups sync only in full runs."""
+    return bool(group_key) and not any(bad in group_key for bad in INVALID_PARTITION_SUBSTRINGS)
+
+
+def desired_partition_keys(group_keys: Iterable[str]) -> list[str]:
+    """The partitions that should exist for these CRM groups (plus ``_ungrouped``)."""
+    keys = sorted({k for k in group_keys if usable_partition_key(k)} - {UNGROUPED_KEY})
+    return [UNGROUPED_KEY, *keys]
+
+
+def partition_changes(
+    desired: Sequence[str], existing: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """(keys to add, keys to delete) to make the dynamic partitions equal ``desired``."""
+    existing_set, desired_set = set(existing), set(desired)
+    return [k for k in desired if k not in existing_set], sorted(existing_set - desired_set)
+
+
+def sync_partitions(
+    instance: dg.DagsterInstance, group_keys: Iterable[str]
+) -> tuple[list[str], list[str]]:
+    """Make the instance's partitions match the CRM's groups; returns (added, deleted)."""
+    desired = desired_partition_keys(group_keys)
+    added, deleted = partition_changes(
+        desired, instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME)
+    )
+    if added:
+        instance.add_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME, added)
+    for key in deleted:
+        instance.delete_dynamic_partition(CRM_GROUPS_PARTITIONS_NAME, key)
+    return added, deleted

@@ -1,0 +1,104 @@
+"""Dagster resources: thin, configurable wrappers that build the real objects.
+
+Every field is filled from an environment variable through ``dg.EnvVar`` in ``definitions.py``;
+the objects themselves (client, engine, state store) live in Dagster-free modules.
+"""
+
+import hashlib
+import time
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy.engine import Engine
+
+from erzy_pipelines.core.budget import RateWindow, parse_rate_limits
+from erzy_pipelines.crm.extract import create_crm_engine, read_sql_file
+from erzy_pipelines.crm.shared_limiter import SqlRateLimitStore
+from erzy_pipelines.crm.state import StateStore
+from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, Window
+from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+from erzy_pipelines.settings import REAL_API_BASE_URL
+
+
+class ErzyCallResource(dg.ConfigurableResource):
+    """The Contacts API: key, base URL and the key's rate-limit plan."""
+
+    api_key: str
+    base_url: str = REAL_API_BASE_URL
+    rate_limits: str = "60/60,1000/3600"
+    allow_insecure_http: bool = False
+    timeout_seconds: float = 30.0
+
+    def __repr__(self) -> str:  # the key must never reach a repr, a log or the UI
+        return f"ErzyCallResource(base_url={self.base_url!r}, api_key=<redacted>)"
+
+    __str__ = __repr__
+
+    def windows(self) -> tuple[RateWindow, ...]:
+        return parse_rate_limits(self.rate_limits)
+
+    def key_id(self) -> str:
+        """A stable, non-reversible id of the key: names its shared budget in the state DB."""
+        return hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
+
+    def check_usable(self) -> None:
+        """Fail fast on the one misconfiguration that would otherwise cost a 401."""
+        if self.api_key == DEMO_API_KEY and self.base_url.rstrip("/") == REAL_API_BASE_URL:
+            raise dg.Failure(
+                "ERZYCALL_API_KEY is not set: the demo key only works with the local sandbox. "
+                "Set ERZYCALL_API_KEY to your key, or ERZYCALL_BASE_URL to a sandbox "
+                "(`erzy-pipelines sandbox`)."
+            )
+
+    def make_client(self, shared_budget_url: str | None) -> ErzyCallClient:
+        """A client whose rate limiter shares this key's budget through the state database."""
+        self.check_usable()
+        windows = tuple(Window(w.limit, w.seconds) for w in self.windows())
+        if shared_budget_url:
+            store = SqlRateLimitStore(shared_budget_url, key_id=self.key_id())
+            limiter = RateLimiter(windows=windows, store=store, clock=time.time, sleep=time.sleep)
+        else:
+            limiter = RateLimiter(windows=windows)
+        return ErzyCallClient(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            limiter=limiter,
+            timeout=self.timeout_seconds,
+            allow_insecure_http=self.allow_insecure_http,
+        )
+
+
+class CrmDatabaseResource(dg.ConfigurableResource):
+    """The user's CRM: a SQLAlchemy URL and two SQL files that return canonical columns."""
+
+    url: str
+    contacts_sql_path: str
+    memberships_sql_path: str
+    chunk_size: int = 10_000
+
+    def engine(self) -> Engine:
+        return create_crm_engine(self.url)
+
+    def contacts_sql(self) -> str:
+        return read_sql_file(Path(self.contacts_sql_path))
+
+    def memberships_sql(self) -> str:
+        return read_sql_file(Path(self.memberships_sql_path))
+
+
+class SyncStateResource(dg.ConfigurableResource):
+    """Where sync state, the audit and the shared rate-limit budget live."""
+
+    url: str
+
+    def store(self) -> StateStore:
+        return StateStore(self.url)
+
+
+class SyncPolicyResource(dg.ConfigurableResource):
+    """Normalization and budget settings that are the same for every run."""
+
+    default_region: str = "US"
+    max_requests_per_run: int = 0
+    max_run_seconds: float = 0.0
+    reject_rate_warn: float = 0.2

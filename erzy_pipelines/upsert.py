@@ -1,0 +1,507 @@
+"""Carry out a sync plan against the Contacts API, committing every outcome as soon as it is known.
+
+No Dagster here: the ``erzycall_contacts`` asset and the tests call :func:`execute_plan` with a
+client and a state store. The order of steps for each operation is what makes crashes and
+retries safe:
+
+1. claim the phone in the state database (a lease, so two concurrent runs never write the same
+   contact at once; a phone held by another run is deferred, not skipped);
+2. commit the intent (sequence number, payload hash, idempotency key) *before* the request, so a
+   crash after the request leaves a pending intent that the next run retries with the same key;
+3. send; the client retries transient failures with the same key;
+4. commit the outcome and an audit row, then release the lease.
+
+How each answer is resolved:
+
+- ``409 CONFLICT`` on create: the phone already exists (created by hand, by an earlier sync whose
+  idempotency key expired, or by a concurrent run). Exact-phone lookup, adopt its id, PATCH only
+  the fields that differ (none → no request).
+- ``404`` on PATCH: deleted in ErzyCall. Forget the id and create it again.
+- ``400``/``422``: the API rejects this payload. Failed, with the API's error recorded; the hash
+  is remembered so the same payload is not sent again until the contact changes.
+- ``429``/``5xx``/transport errors that survive the client's retries: failed, retried next run
+  with the same idempotency key.
+- ``401``/``403``: the key cannot work for anyone. Stop the run at once (:class:`SyncAborted`);
+  operations not yet tried are recorded as deferred so they go first next time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from erzy_pipelines.core.payload import changed_fields, create_body, idempotency_key
+from erzy_pipelines.core.plan import Action, Operation, Plan
+from erzy_pipelines.erzycall import errors
+from erzy_pipelines.erzycall.client import ErzyCallClient
+from erzy_pipelines.erzycall.models import Contact as RemoteContact
+
+#: Outcomes an operation can end in; the audit's ``outcome`` column uses exactly these.
+OUTCOMES = (
+    "created",
+    "updated",
+    "adopted",
+    "recreated",
+    "unchanged",
+    "deferred",
+    "failed",
+    "planned",
+)
+
+
+class SyncAborted(RuntimeError):
+    """The run cannot go on (revoked key, missing scope, state database gone)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The most a run may spend. ``None`` means no cap besides the rate limiter."""
+
+    max_requests: int | None = None
+    max_seconds: float | None = None
+
+
+@dataclass
+class OperationResult:
+    """One audit row's worth of what happened to one planned operation."""
+
+    phone: str
+    crm_ids: tuple[str, ...]
+    action: str
+    outcome: str
+    attempts: int = 0
+    http_status: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    remote_id: str | None = None
+    payload_hash: str | None = None
+
+    def audit_row(self, run_id: str, partition_key: str) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "partition_key": partition_key,
+            "crm_ids": ",".join(self.crm_ids),
+            "phone": self.phone,
+            "action": self.action,
+            "outcome": self.outcome,
+            "http_status": self.http_status,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "attempts": self.attempts,
+            "remote_id": self.remote_id,
+            "payload_hash": self.payload_hash,
+        }
+
+
+@dataclass
+class SyncReport:
+    """What a run did: per-operation results, counts by outcome and requests spent."""
+
+    results: list[OperationResult] = field(default_factory=list)
+    requests: int = 0
+    aborted: str | None = None
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(r.outcome for r in self.results)
+
+
+ProgressCallback = Callable[[int, int, int], None]
+"""Called as ``(operations_done, operations_total, requests_spent)``."""
+
+
+def _remote_payload(remote: RemoteContact) -> dict[str, Any]:
+    """The remote contact in the same shape as ``core.payload.to_payload``, to diff against."""
+    return {
+        "title": remote.title,
+        "phone": remote.phone,
+        "email": remote.email,
+        "notes": remote.notes,
+        "tags": list(remote.tags),
+        "groupIds": sorted(remote.group_ids),
+        "customFields": dict(remote.custom_fields),
+    }
+
+
+class _Executor:
+    def __init__(self, client: ErzyCallClient, store: Any, run_id: str, partition_key: str):
+        self.client = client
+        self.store = store
+        self.run_id = run_id
+        self.partition_key = partition_key
+
+    # Each method returns the finished OperationResult; state is committed inside.
+    def run(self, op: Operation) -> OperationResult:
+        phone = op.contact.phone
+        result = OperationResult(
+            phone=phone,
+            crm_ids=tuple(op.contact.crm_ids),
+            action=str(op.action),
+            outcome="failed",
+            payload_hash=op.payload_hash,
+            remote_id=op.remote_id,
+        )
+        if not self.store.begin_intent(
+            phone, self.run_id, op.intent_seq, op.payload_hash, op.idempotency_key
+        ):
+            result.outcome, result.error_code = "deferred", "claimed_by_another_run"
+            return result
+        before = self.client.requests_sent
+        try:
+            if op.action == Action.CREATE:
+                self._create(op, result)
+            else:
+                self._update(op, result)
+        except (errors.ValidationError, errors.UnprocessableError) as exc:
+            self._failed(op, result, exc, permanent=True)
+        except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:
+            self._failed(op, result, exc, permanent=False)
+            raise
+        except errors.ErzyCallError as exc:
+            self._failed(op, result, exc, permanent=False)
+        finally:
+            result.attempts = self.client.requests_sent - before
+        return result
+
+    def _create(self, op: Operation, result: OperationResult, outcome: str = "created") -> None:
+        try:
+            remote = self.client.create_contact(create_body(op.payload), op.idempotency_key)
+        except errors.ConflictError:
+            self._adopt(op, result)
+            return
+        result.http_status = 201
+        self._succeeded(op, result, remote.id, created=True, outcome=outcome)
+
+    def _adopt(self, op: Operation, result: OperationResult) -> None:
+        existing = self.client.find_contact_by_phone(op.contact.phone)
+        if existing is None:
+            raise errors.ConflictError(
+                "create answered 409 CONFLICT but no contact with this exact phone was found",
+                status=409,
+                code="CONFLICT_UNRESOLVED",
+            )
+        diff = changed_fields(_remote_payload(existing), op.payload)
+        result.http_status = 200
+        if diff:
+            key = idempotency_key("adopt", op.contact.phone, op.intent_seq, op.payload_hash)
+            self.client.update_contact(existing.id, diff, key)
+        self._succeeded(op, result, existing.id, created=False, outcome="adopted")
+
+    def _update(self, op: Operation, result: OperationResult) -> None:
+        assert op.remote_id is not None
+        try:
+            self.client.update_contact(op.remote_id, op.body, op.idempotency_key)
+        except errors.NotFoundError:
+            # Deleted in ErzyCall: forget the id and create the contact again, with a key of its
+            # own so the recreate can never replay an old create of this phone.
+            self.store.forget_remote(op.contact.phone)
+            key = idempotency_key("recreate", op.contact.phone, op.intent_seq, op.payload_hash)
+            recreate = Operation(
+                action=Action.CREATE,
+                contact=op.contact,
+                payload=op.payload,
+                body=create_body(op.payload),
+                payload_hash=op.payload_hash,
+                remote_id=None,
+                intent_seq=op.intent_seq,
+                idempotency_key=key,
+            )
+            self._create(recreate, result, outcome="recreated")
+            return
+        result.http_status = 200
+        self._succeeded(op, result, op.remote_id, created=False, outcome="updated")
+
+    def _succeeded(
+        self, op: Operation, result: OperationResult, remote_id: str, *, created: bool, outcome: str
+    ) -> None:
+        self.store.record_success(
+            op.contact.phone,
+            remote_id=remote_id,
+            payload=op.payload,
+            payload_hash=op.payload_hash,
+            crm_ids=list(op.contact.crm_ids),
+            created=created,
+            outcome=outcome,
+        )
+        result.outcome = outcome
+        result.remote_id = remote_id
+
+    def _failed(
+        self, op: Operation, result: OperationResult, exc: errors.ErzyCallError, *, permanent: bool
+    ) -> None:
+        result.outcome = "failed"
+        result.http_status = exc.status
+        result.error_code = exc.code or type(exc).__name__
+        result.error_message = str(exc)
+        self.store.record_failure(
+            op.contact.phone,
+            outcome="failed",
+            error_code=result.error_code,
+            error_message=result.error_message,
+            payload_hash=op.payload_hash,
+            permanent=permanent,
+        )
+
+
+def _deferred(ops: Iterable[Operation], reason: str) -> list[OperationResult]:
+    return [
+        OperationResult(
+            phone=op.contact.phone,
+            crm_ids=tuple(op.contact.crm_ids),
+            action=str(op.action),
+            outcome="deferred",
+            error_code=reason,
+            remote_id=op.remote_id,
+            payload_hash=op.payload_hash,
+        )
+        for op in ops
+    ]
+
+
+def planned_results(plan: Plan) -> list[OperationResult]:
+    """Audit rows for a dry run: every operation the plan would send, nothing sent."""
+    return [
+        OperationResult(
+            phone=op.contact.phone,
+            crm_ids=tuple(op.contact.crm_ids),
+            action=str(op.action),
+            outcome="planned",
+            remote_id=op.remote_id,
+            payload_hash=op.payload_hash,
+        )
+        for op in plan.operations
+    ]
+
+
+def execute_plan(
+    plan: Plan,
+    *,
+    client: ErzyCallClient,
+    store: Any,
+    run_id: str,
+    partition_key: str,
+    budget: Budget = Budget(),
+    clock: Callable[[], float] = time.monotonic,
+    on_progress: ProgressCallback | None = None,
+) -> SyncReport:
+    """Send the plan's operations in order until done, out of budget, or aborted.
+
+    Every operation's audit row is committed right after its outcome; the report is returned
+    even when the run aborts (``report.aborted`` holds the reason and ``SyncAborted`` is *not*
+    raised here, so the caller can record the run before failing it).
+    """
+    report = SyncReport()
+    out_of_budget: list[OperationResult] = []
+    executor = _Executor(client, store, run_id, partition_key)
+    ops: Sequence[Operation] = plan.operations
+    started, start_requests = clock(), client.requests_sent
+    for index, op in enumerate(ops):
+        spent = client.requests_sent - start_requests
+        if budget.max_requests is not None and spent >= budget.max_requests:
+            out_of_budget = _deferred(ops[index:], "request_budget")
+            break
+        if budget.max_seconds is not None and clock() - started >= budget.max_seconds:
+            out_of_budget = _deferred(ops[index:], "time_budget")
+            break
+        if not store.claim(op.contact.phone, run_id):
+            result = _deferred([op], "claimed_by_another_run")[0]
+        else:
+            try:
+                result = executor.run(op)
+            except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:
+                failed = OperationResult(
+                    phone=op.contact.phone,
+                    crm_ids=tuple(op.contact.crm_ids),
+                    action=str(op.action),
+                    outcome="failed",
+                    http_status=exc.status,
+                    error_code=exc.code,
+                    error_message=str(exc),
+                    attempts=exc.attempts,
+                    payload_hash=op.payload_hash,
+                )
+                rest = _deferred(ops[index + 1 :], "run_aborted")
+                report.results += [failed, *rest]
+                store.add_audit([r.audit_row(run_id, partition_key) for r in [failed, *rest]])
+                store.record_deferred([r.phone for r in rest], run_id)
+                report.aborted = f"{exc.status} {exc.code}: {exc}"
+                break
+            finally:
+                store.release(op.contact.phone, run_id)
+        report.results.append(result)
+        store.add_audit([result.audit_row(run_id, partition_key)])
+        if on_progress is not None:
+            on_progress(index + 1, len(ops), client.requests_sent - start_requests)
+    if out_of_budget:
+        report.results += out_of_budget
+        store.add_audit([r.audit_row(run_id, partition_key) for r in out_of_budget])
+        store.record_deferred([r.phone for r in out_of_budget], run_id)
+    report.requests = client.requests_sent - start_requests
+    return report
+
+
+# --- one whole sync step: plan, then send (or only plan), with the audit and the runs row ---------
+
+#: The runs table's counters, and which outcomes feed each.
+RUN_COUNTERS = {
+    "created": ("created", "recreated"),
+    "updated": ("updated", "adopted"),
+    "unchanged": ("unchanged",),
+    "merged": ("merged",),
+    "rejected": ("rejected",),
+    "failed": ("failed",),
+    "deferred": ("deferred",),
+    "planned": ("planned",),
+}
+
+
+@dataclass
+class RunSummary:
+    """Everything a caller shows about one sync step."""
+
+    plan: Plan
+    report: SyncReport
+    counts: dict[str, int]
+    dry_run: bool
+
+    @property
+    def requests(self) -> int:
+        return self.report.requests
+
+
+def _pre_send_rows(
+    rejects: Sequence[Any], merges: Sequence[Any], skipped: Sequence[Operation]
+) -> list[OperationResult]:
+    rows = [
+        OperationResult(
+            phone=r.phone or "",
+            crm_ids=(r.crm_id or "",),
+            action="reject",
+            outcome="rejected",
+            error_code=r.reason,
+            error_message=r.detail,
+        )
+        for r in rejects
+    ]
+    rows += [
+        OperationResult(
+            phone=m.phone,
+            crm_ids=(m.merged_crm_id,),
+            action="merge",
+            outcome="merged",
+            error_message=f"merged into CRM id {m.survivor_crm_id}",
+        )
+        for m in merges
+    ]
+    rows += [
+        OperationResult(
+            phone=op.contact.phone,
+            crm_ids=tuple(op.contact.crm_ids),
+            action="skip",
+            outcome="rejected",
+            error_code="previously_rejected_by_api",
+            error_message="the API rejected this exact payload before; "
+            "not sent until the contact changes",
+            remote_id=op.remote_id,
+            payload_hash=op.payload_hash,
+        )
+        for op in skipped
+    ]
+    return rows
+
+
+def states_from_remote(
+    states: dict[str, Any], remote_contacts: Iterable[RemoteContact]
+) -> dict[str, Any]:
+    """Replace stored knowledge with what ErzyCall really holds (full resync / reconcile).
+
+    A phone found remotely gets its real id and its real payload as the "last sent" one, so the
+    plan PATCHes exactly the drift; a stored id that is gone remotely is dropped, so the plan
+    creates the contact again.
+    """
+    from erzy_pipelines.core.payload import payload_hash
+    from erzy_pipelines.core.plan import ContactState
+
+    by_phone = {c.phone: c for c in remote_contacts}
+    out: dict[str, Any] = {}
+    for phone in set(states) | set(by_phone):
+        old = states.get(phone)
+        remote = by_phone.get(phone)
+        payload = _remote_payload(remote) if remote else None
+        out[phone] = ContactState(
+            phone=phone,
+            remote_id=remote.id if remote else None,
+            last_payload=payload,
+            last_hash=payload_hash(payload) if payload else None,
+            last_outcome=old.last_outcome if old else None,
+            rejected_hash=old.rejected_hash if old else None,
+            intent_seq=old.intent_seq if old else 0,
+            pending_hash=old.pending_hash if old else None,
+            deferred=old.deferred if old else False,
+            failure_count=old.failure_count if old else 0,
+        )
+    return out
+
+
+def run_sync(
+    *,
+    contacts: Sequence[Any],
+    rejects: Sequence[Any],
+    merges: Sequence[Any],
+    store: Any,
+    client_factory: Callable[[], ErzyCallClient],
+    run_id: str,
+    partition_key: str,
+    dry_run: bool = False,
+    reconcile: bool = False,
+    budget: Budget = Budget(),
+    on_progress: ProgressCallback | None = None,
+) -> RunSummary:
+    """Plan the contacts against the state, then send (or, on a dry run, only record) the plan.
+
+    Rejects, merges and unchanged contacts cost no request. ``reconcile`` first lists ErzyCall
+    (⌈N/100⌉ requests) and plans against what is really there instead of the stored hashes.
+    A dry run never builds a client, so it cannot send anything.
+    """
+    from erzy_pipelines.core.plan import plan_operations
+
+    store.start_run(run_id, partition_key, dry_run)
+    states = store.load_states([c.phone for c in contacts])
+    client = None if dry_run else client_factory()
+    report = SyncReport()
+    try:
+        if reconcile and client is not None:
+            before = client.requests_sent
+            states = states_from_remote(states, client.list_contacts(limit=100))
+            report.requests += client.requests_sent - before
+        plan = plan_operations(contacts, states)
+        pre = _pre_send_rows(rejects, merges, plan.skipped)
+        store.add_audit([r.audit_row(run_id, partition_key) for r in pre])
+        if client is None:
+            report.results = planned_results(plan)
+            store.add_audit([r.audit_row(run_id, partition_key) for r in report.results])
+        else:
+            sent = execute_plan(
+                plan,
+                client=client,
+                store=store,
+                run_id=run_id,
+                partition_key=partition_key,
+                budget=budget,
+                on_progress=on_progress,
+            )
+            sent.requests += report.requests
+            report = sent
+        outcomes = Counter(r.outcome for r in [*pre, *report.results])
+        outcomes["unchanged"] += len(plan.unchanged)
+        counts = {name: sum(outcomes[o] for o in feeds) for name, feeds in RUN_COUNTERS.items()}
+        counts["requests"] = report.requests
+        status = "aborted" if report.aborted else ("failed" if counts["failed"] else "succeeded")
+        store.finish_run(run_id, counts, status)
+        return RunSummary(plan=plan, report=report, counts=counts, dry_run=dry_run)
+    finally:
+        if client is not None:
+            client.close()
