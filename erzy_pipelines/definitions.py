@@ -37,6 +37,7 @@ def build_resources() -> dict[str, object]:
             base_url=dg.EnvVar("ERZYCALL_BASE_URL"),
             rate_limits=dg.EnvVar("ERZYCALL_RATE_LIMITS"),
             allow_insecure_http=_flag("ERZYCALL_ALLOW_INSECURE_HTTP"),
+            timeout_seconds=float(env("ERZYCALL_TIMEOUT_SECONDS")),
         ),
         "crm": CrmDatabaseResource(
             url=dg.EnvVar("CRM_DATABASE_URL"),

@@ -38,6 +38,7 @@ def _settings() -> tuple[Setting, ...]:
         Setting(
             "ERZYCALL_RATE_LIMITS", "60/60,1000/3600", "the key's plan: requests/seconds windows"
         ),
+        Setting("ERZYCALL_TIMEOUT_SECONDS", "30", "HTTP timeout of one request, seconds"),
         Setting("ERZYCALL_ALLOW_INSECURE_HTTP", "false", "allow http:// to a non-loopback host"),
         Setting(
             "CRM_DATABASE_URL", f"sqlite:///{data / 'demo_crm.sqlite'}", "SQLAlchemy URL of the CRM"

@@ -261,6 +261,28 @@ def _deferred(ops: Iterable[Operation], reason: str) -> list[OperationResult]:
     ]
 
 
+def _already_done(store: Any, op: Operation) -> bool:
+    """True when another run confirmed this exact payload after our plan was made.
+
+    Concurrent runs (a group backfill next to the daily sync) plan from the same state; the
+    re-check under the lease makes each change cost one request, not one per run.
+    """
+    current = store.load_states([op.contact.phone]).get(op.contact.phone)
+    return bool(current and current.remote_id and current.last_hash == op.payload_hash)
+
+
+def _unchanged(op: Operation) -> OperationResult:
+    return OperationResult(
+        phone=op.contact.phone,
+        crm_ids=tuple(op.contact.crm_ids),
+        action=str(op.action),
+        outcome="unchanged",
+        error_code="done_by_another_run",
+        remote_id=op.remote_id,
+        payload_hash=op.payload_hash,
+    )
+
+
 def planned_results(plan: Plan) -> list[OperationResult]:
     """Audit rows for a dry run: every operation the plan would send, nothing sent."""
     return [
@@ -308,6 +330,9 @@ def execute_plan(
             break
         if not store.claim(op.contact.phone, run_id):
             result = _deferred([op], "claimed_by_another_run")[0]
+        elif _already_done(store, op):
+            store.release(op.contact.phone, run_id)
+            result = _unchanged(op)
         else:
             try:
                 result = executor.run(op)
