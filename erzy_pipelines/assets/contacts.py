@@ -174,8 +174,7 @@ def deduped_contacts(context: dg.AssetExecutionContext, normalized_contacts: pd.
             ),
         },
     )
-    phones = frames.accepted(df)["phone"]
-    duplicated = sorted(set(phones[phones.duplicated()]))
+    duplicated = frames.duplicate_phones(df)
     yield dg.AssetCheckResult(
         check_name="no_duplicate_phones",
         passed=not duplicated,

@@ -113,3 +113,9 @@ def merges_from_frame(frame_: pd.DataFrame) -> list[Merge]:
                 )
             )
     return out
+
+
+def duplicate_phones(frame_: pd.DataFrame) -> list[str]:
+    """Phones held by more than one accepted row (what the blocking check looks for)."""
+    phones = accepted(frame_)["phone"]
+    return sorted(set(phones[phones.duplicated()]))
