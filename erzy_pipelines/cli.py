@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -250,21 +251,25 @@ def cmd_dev(args: argparse.Namespace) -> int:
         f"sandbox API at {sandbox.base_url}; DAGSTER_HOME={home}; "
         f"opening dagster dev on :{args.port}"
     )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-m",
+            "erzy_pipelines.definitions",
+            "-p",
+            str(args.port),
+        ]
+    )
+    # Pass a stop on to dagster dev (which stops its webserver and daemon) instead of orphaning it.
+    signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGINT))
     try:
-        return subprocess.call(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "dev",
-                "-m",
-                "erzy_pipelines.definitions",
-                "-p",
-                str(args.port),
-            ]
-        )
+        return proc.wait()
     except KeyboardInterrupt:
-        return 0
+        proc.send_signal(signal.SIGINT)
+        return proc.wait()
     finally:
         sandbox.stop()
 
