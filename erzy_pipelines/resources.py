@@ -4,6 +4,7 @@ Every field is filled from an environment variable through ``dg.EnvVar`` in ``de
 the objects themselves (client, engine, state store) live in Dagster-free modules.
 """
 
+import functools
 import hashlib
 import time
 from pathlib import Path
@@ -86,13 +87,19 @@ class CrmDatabaseResource(dg.ConfigurableResource):
         return read_sql_file(Path(self.memberships_sql_path))
 
 
+@functools.lru_cache(maxsize=8)
+def _state_store(url: str) -> StateStore:
+    """One store (engine, pool, table check) per URL and process, shared by the assets."""
+    return StateStore(url)
+
+
 class SyncStateResource(dg.ConfigurableResource):
     """Where sync state, the audit and the shared rate-limit budget live."""
 
     url: str
 
     def store(self) -> StateStore:
-        return StateStore(self.url)
+        return _state_store(self.url)
 
 
 class SyncPolicyResource(dg.ConfigurableResource):
