@@ -22,7 +22,8 @@ from erzy_pipelines.core.budget import (
     parse_rate_limits,
     seconds_for_requests,
 )
-from erzy_pipelines.settings import apply_env_defaults, data_dir, env, settings
+from erzy_pipelines.erzycall.secret import Secret
+from erzy_pipelines.settings import SettingError, apply_env_defaults, data_dir, env, settings
 
 DEMO_RATE_LIMITS = "3000/60,100000/3600"
 SUMMARY_COLUMNS = (
@@ -76,7 +77,12 @@ def run_sync(
         ASSET_PARTITION_RANGE_START_TAG,
     )
 
-    from erzy_pipelines.crm.extract import create_crm_engine, discover_group_keys, read_sql_file
+    from erzy_pipelines.crm.extract import (
+        CrmConnectionError,
+        create_crm_engine,
+        discover_group_keys,
+        read_sql_file,
+    )
     from erzy_pipelines.crm.state import StateStore
     from erzy_pipelines.definitions import SYNC_ASSETS, build_resources
     from erzy_pipelines.partitions import CRM_GROUPS_PARTITIONS_NAME, sync_partitions
@@ -85,9 +91,16 @@ def run_sync(
     if instance is None:
         ensure_dagster_home()
         instance = dg.DagsterInstance.get()
-    crm_keys = discover_group_keys(
-        create_crm_engine(env("CRM_DATABASE_URL")), read_sql_file(Path(env("CRM_MEMBERSHIPS_SQL")))
-    )
+    resources = build_resources()  # checks every setting before touching any database
+    try:
+        crm_keys = discover_group_keys(
+            create_crm_engine(env("CRM_DATABASE_URL")),
+            read_sql_file(Path(env("CRM_MEMBERSHIPS_SQL"))),
+        )
+    except (CrmConnectionError, OSError, ValueError) as exc:
+        # Misconfiguration found before any run starts: say what to fix, not a traceback.
+        print(f"error: {exc} (check CRM_DATABASE_URL and CRM_MEMBERSHIPS_SQL)", file=sys.stderr)
+        return 2, []
     sync_partitions(instance, crm_keys)
     known = instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME)
     run_config = {
@@ -126,7 +139,7 @@ def run_sync(
         result = dg.materialize(
             SYNC_ASSETS,
             instance=instance,
-            resources=build_resources(),
+            resources=resources,
             run_config=run_config,
             raise_on_error=False,
             **launch,
@@ -142,10 +155,17 @@ def run_sync(
             exit_code = 1
             for event in result.all_events:
                 if event.is_step_failure and event.step_failure_data:
-                    print(
-                        f"error: {event.step_failure_data.error.message.strip()}", file=sys.stderr
-                    )
+                    print(f"error: {_error_text(event.step_failure_data.error)}", file=sys.stderr)
     return exit_code, summaries
+
+
+def _error_text(error) -> str:
+    """The step's error message, plus its innermost cause when Dagster wrapped it."""
+    message, root = error.message.strip(), error
+    while getattr(root, "cause", None) is not None:
+        root = root.cause
+    cause = root.message.strip()
+    return message if root is error or cause in message else f"{message} — caused by: {cause}"
 
 
 def _print_summary(summaries: list[dict], dry_run: bool) -> None:
@@ -278,7 +298,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     for setting in settings():
         value = os.environ.get(setting.name, setting.default)
         if setting.name == "ERZYCALL_API_KEY":
-            value = value[:8] + "…(redacted)"
+            value = repr(Secret(value))
         print(f"{setting.name:30} {value}")
     return 0
 
@@ -329,7 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SettingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

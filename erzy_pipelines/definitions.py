@@ -19,9 +19,17 @@ from erzy_pipelines.resources import (
 )
 from erzy_pipelines.schedules import build_daily_schedule, sync_job
 from erzy_pipelines.sensors import crm_groups_sensor
-from erzy_pipelines.settings import apply_env_defaults, data_dir, env
+from erzy_pipelines.settings import SettingError, apply_env_defaults, data_dir, env
 
 SYNC_ASSETS = [crm_contacts, normalized_contacts, deduped_contacts, erzycall_contacts, sync_audit]
+
+
+def _number(name: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        return kind(env(name))
+    except ValueError:
+        message = f"{name}={env(name)!r} is not a number; unset it or use e.g. 0"
+        raise SettingError(message) from None
 
 
 def _flag(name: str) -> bool:
@@ -37,7 +45,7 @@ def build_resources() -> dict[str, object]:
             base_url=dg.EnvVar("ERZYCALL_BASE_URL"),
             rate_limits=dg.EnvVar("ERZYCALL_RATE_LIMITS"),
             allow_insecure_http=_flag("ERZYCALL_ALLOW_INSECURE_HTTP"),
-            timeout_seconds=float(env("ERZYCALL_TIMEOUT_SECONDS")),
+            timeout_seconds=_number("ERZYCALL_TIMEOUT_SECONDS", float),
         ),
         "crm": CrmDatabaseResource(
             url=dg.EnvVar("CRM_DATABASE_URL"),
@@ -47,9 +55,9 @@ def build_resources() -> dict[str, object]:
         "state": SyncStateResource(url=dg.EnvVar("ERZY_STATE_DATABASE_URL")),
         "policy": SyncPolicyResource(
             default_region=dg.EnvVar("ERZY_DEFAULT_REGION"),
-            max_requests_per_run=int(env("ERZY_MAX_REQUESTS_PER_RUN")),
-            max_run_seconds=float(env("ERZY_MAX_RUN_SECONDS")),
-            reject_rate_warn=float(env("ERZY_REJECT_RATE_WARN")),
+            max_requests_per_run=_number("ERZY_MAX_REQUESTS_PER_RUN", int),
+            max_run_seconds=_number("ERZY_MAX_RUN_SECONDS", float),
+            reject_rate_warn=_number("ERZY_REJECT_RATE_WARN", float),
         ),
         "frames_io_manager": PartitionSetPickleIOManager(base_dir=str(data_dir() / "assets")),
     }

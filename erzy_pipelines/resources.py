@@ -4,19 +4,30 @@ Every field is filled from an environment variable through ``dg.EnvVar`` in ``de
 the objects themselves (client, engine, state store) live in Dagster-free modules.
 """
 
+import contextlib
 import functools
 import hashlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from erzy_pipelines.core.budget import RateWindow, parse_rate_limits
-from erzy_pipelines.crm.extract import create_crm_engine, read_sql_file
+from erzy_pipelines.crm.extract import (
+    CrmConnectionError,
+    Membership,
+    QueryShapeError,
+    create_crm_engine,
+    iter_contact_chunks,
+    load_memberships,
+    read_sql_file,
+)
 from erzy_pipelines.crm.shared_limiter import SqlRateLimitStore
 from erzy_pipelines.crm.state import StateStore
-from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, Window
+from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, Window, validate_base_url
 from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
 from erzy_pipelines.settings import REAL_API_BASE_URL
 
@@ -36,7 +47,26 @@ class ErzyCallResource(dg.ConfigurableResource):
     __str__ = __repr__
 
     def windows(self) -> tuple[RateWindow, ...]:
-        return parse_rate_limits(self.rate_limits)
+        try:
+            return parse_rate_limits(self.rate_limits)
+        except ValueError as exc:  # the message names ERZYCALL_RATE_LIMITS and the fix
+            raise dg.Failure(str(exc), allow_retries=False) from None
+
+    def check_config(self) -> None:
+        """Fail fast, before anything is sent or recorded, on settings that cannot work.
+
+        A misconfiguration is raised as ``dg.Failure`` so the UI and the CLI show what to fix,
+        naming the variable, instead of a stack trace.
+        """
+        self.windows()
+        try:
+            validate_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+        except ValueError as exc:
+            raise dg.Failure(
+                f"ERZYCALL_BASE_URL is not usable: {exc}. Use an https:// URL (plain http:// is "
+                "only allowed to localhost, or with ERZYCALL_ALLOW_INSECURE_HTTP=true).",
+                allow_retries=False,
+            ) from None
 
     def key_id(self) -> str:
         """A stable, non-reversible id of the key: names its shared budget in the state DB."""
@@ -44,6 +74,7 @@ class ErzyCallResource(dg.ConfigurableResource):
 
     def check_usable(self) -> None:
         """Fail fast on the one misconfiguration that would otherwise cost a 401."""
+        self.check_config()
         if self.api_key == DEMO_API_KEY and self.base_url.rstrip("/") == REAL_API_BASE_URL:
             raise dg.Failure(
                 "ERZYCALL_API_KEY is not set: the demo key only works with the local sandbox. "
@@ -78,13 +109,62 @@ class CrmDatabaseResource(dg.ConfigurableResource):
     chunk_size: int = 10_000
 
     def engine(self) -> Engine:
-        return create_crm_engine(self.url)
+        try:
+            return create_crm_engine(self.url)
+        except CrmConnectionError as exc:  # the message shows the URL with the password hidden
+            raise dg.Failure(f"{exc} (check CRM_DATABASE_URL)", allow_retries=False) from None
 
     def contacts_sql(self) -> str:
-        return read_sql_file(Path(self.contacts_sql_path))
+        return _sql_file(self.contacts_sql_path, "CRM_CONTACTS_SQL")
 
     def memberships_sql(self) -> str:
-        return read_sql_file(Path(self.memberships_sql_path))
+        return _sql_file(self.memberships_sql_path, "CRM_MEMBERSHIPS_SQL")
+
+    def memberships(self, engine: Engine) -> dict[str, list[Membership]]:
+        """crm_id -> [(group_key, erzycall_group_id)]; query problems raised as ``dg.Failure``."""
+        sql = self.memberships_sql()
+        with _query_errors(memberships=sql):
+            return load_memberships(engine, sql)
+
+    def contact_chunks(self, engine: Engine, **kwargs: object) -> Iterator[list[dict]]:
+        """:func:`iter_contact_chunks` with this resource's queries and chunk size; a query of
+        the wrong shape, or one the database refuses, is raised as ``dg.Failure`` naming it."""
+        contacts, memberships = self.contacts_sql(), self.memberships_sql()
+        with _query_errors(memberships=memberships):
+            yield from iter_contact_chunks(
+                engine, contacts, memberships, chunk_size=self.chunk_size, **kwargs
+            )
+
+
+def _sql_file(path: str, variable: str) -> str:
+    try:
+        return read_sql_file(Path(path))
+    except (OSError, QueryShapeError) as exc:
+        raise dg.Failure(f"{variable}: {exc}", allow_retries=False) from None
+
+
+@contextlib.contextmanager
+def _query_errors(*, memberships: str) -> Iterator[None]:
+    """Turn the CRM's answer to a bad query into a message that says which query to fix."""
+    try:
+        yield
+    except QueryShapeError as exc:  # already names the file and the missing column
+        which = "CRM_MEMBERSHIPS_SQL" if str(exc).startswith("memberships") else "CRM_CONTACTS_SQL"
+        raise dg.Failure(f"{exc} (fix the query {which} points at)", allow_retries=False) from None
+    except CrmConnectionError as exc:
+        raise dg.Failure(f"{exc} (check CRM_DATABASE_URL)", allow_retries=False) from None
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise  # the connection dropped: infrastructure, not the query
+        which = (
+            "CRM_MEMBERSHIPS_SQL"
+            if str(exc.statement or "").strip() == memberships.strip()
+            else "CRM_CONTACTS_SQL"
+        )
+        detail = " ".join(str(exc.orig or exc).split())[:500]
+        raise dg.Failure(
+            f"the CRM database refused the query in {which}: {detail}", allow_retries=False
+        ) from None
 
 
 @functools.lru_cache(maxsize=8)

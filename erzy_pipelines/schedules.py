@@ -6,7 +6,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from erzy_pipelines.partitions import CRM_GROUPS_PARTITIONS_NAME
+from erzy_pipelines.partitions import CRM_GROUPS_PARTITIONS_NAME, UNGROUPED_KEY
 
 GROUP = "erzycall_sync"
 
@@ -19,11 +19,17 @@ sync_job = dg.define_asset_job(
 
 def full_sync_run_request(
     instance: dg.DagsterInstance, run_key: str | None = None
-) -> dg.RunRequest | None:
-    """One run over the whole partition range: a full sync that spends each change once."""
+) -> dg.RunRequest:
+    """One run over the whole partition range: a full sync that spends each change once.
+
+    A run over every known partition covers the whole CRM (see ``partitions.py``), so the
+    request does not wait for the sensor: on an instance where it never ran, ``_ungrouped``
+    alone is the full range and the run still syncs every group and the ungrouped contacts.
+    """
     keys = instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME)
-    if not keys:
-        return None
+    if UNGROUPED_KEY not in keys:
+        instance.add_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME, [UNGROUPED_KEY])
+        keys = instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME)
     return dg.RunRequest(
         run_key=run_key,
         tags={
@@ -43,17 +49,12 @@ def build_daily_schedule(cron: str) -> dg.ScheduleDefinition:
         description="Full sync of every contact group and the ungrouped contacts "
         "(ERZY_SCHEDULE_CRON).",
     )
-    def daily_erzycall_sync(context: dg.ScheduleEvaluationContext):
-        request = full_sync_run_request(
+    def daily_erzycall_sync(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        return full_sync_run_request(
             context.instance,
             run_key=context.scheduled_execution_time.isoformat()
             if context.scheduled_execution_time
             else None,
         )
-        if request is None:
-            return dg.SkipReason(
-                "No contact-group partitions yet: turn on crm_groups_sensor first."
-            )
-        return request
 
     return daily_erzycall_sync

@@ -18,6 +18,10 @@ SQL_DIR = PACKAGE_DIR / "sql"
 REAL_API_BASE_URL = "https://app.erzycall.com/api/v1"
 
 
+class SettingError(ValueError):
+    """An environment variable holds a value the package cannot use; the message names it."""
+
+
 def data_dir() -> Path:
     """Where the demo CRM, the default state database and Dagster's local storage live."""
     return Path(os.environ.get("ERZY_DATA_DIR", "data")).resolve()

@@ -20,7 +20,8 @@ How each answer is resolved:
 - ``400``/``422``: the API rejects this payload. Failed, with the API's error recorded; the hash
   is remembered so the same payload is not sent again until the contact changes.
 - ``429``/``5xx``/transport errors that survive the client's retries: failed, retried next run
-  with the same idempotency key.
+  with the same idempotency key. ``UNAVAILABLE_AFTER`` such failures in a row mean the API is
+  down: the run stops (``report.api_unavailable``) and what was not tried is deferred.
 - ``401``/``403``: the key cannot work for anyone. Stop the run at once (:class:`SyncAborted`);
   operations not yet tried are recorded as deferred so they go first next time.
 """
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,7 @@ class OperationResult:
     error_message: str | None = None
     remote_id: str | None = None
     payload_hash: str | None = None
+    unavailable: bool = False  # failed for want of the API (network, 5xx, 429), every retry spent
 
     def audit_row(self, run_id: str, partition_key: str) -> dict[str, Any]:
         return {
@@ -103,11 +105,17 @@ class SyncReport:
     results: list[OperationResult] = field(default_factory=list)
     requests: int = 0
     aborted: str | None = None
+    api_unavailable: bool = False  # aborted because the API stopped answering, not for the key
 
     @property
     def counts(self) -> Counter[str]:
         return Counter(r.outcome for r in self.results)
 
+
+#: Operations in a row that fail for want of the API (no connection, timeouts, 5xx, 429) before
+#: the run stops. Each one has already spent every retry, so three in a row means the API is
+#: down: trying the rest would cost minutes of backoff (and rate budget) per contact for nothing.
+UNAVAILABLE_AFTER = 3
 
 ProgressCallback = Callable[[int, int, int], None]
 """Called as ``(operations_done, operations_total, requests_spent)``."""
@@ -162,6 +170,7 @@ class _Executor:
             raise
         except errors.ErzyCallError as exc:
             self._failed(op, result, exc, permanent=False)
+            result.unavailable = exc.retryable
         finally:
             result.attempts = self.client.requests_sent - before
         return result
@@ -261,12 +270,17 @@ def _deferred(ops: Iterable[Operation], reason: str) -> list[OperationResult]:
     ]
 
 
-def _already_done(store: Any, op: Operation) -> bool:
+def _already_done(store: Any, op: Operation, planned_from: Any = None) -> bool:
     """True when another run confirmed this exact payload after our plan was made.
 
     Concurrent runs (a group backfill next to the daily sync) plan from the same state; the
     re-check under the lease makes each change cost one request, not one per run.
+    ``planned_from`` is the stored state when the plan was made: if it already held this
+    payload, the operation comes from a reconcile that found drift in ErzyCall, not from
+    another run's work, and must be sent.
     """
+    if planned_from is not None and planned_from.last_hash == op.payload_hash:
+        return False
     current = store.load_states([op.contact.phone]).get(op.contact.phone)
     return bool(current and current.remote_id and current.last_hash == op.payload_hash)
 
@@ -308,8 +322,12 @@ def execute_plan(
     budget: Budget = Budget(),
     clock: Callable[[], float] = time.monotonic,
     on_progress: ProgressCallback | None = None,
+    stored_states: Mapping[str, Any] | None = None,
 ) -> SyncReport:
     """Send the plan's operations in order until done, out of budget, or aborted.
+
+    ``stored_states``: the store's states the plan was made from, when the plan was made
+    against something else (a reconcile plans against what ErzyCall holds).
 
     Every operation's audit row is committed right after its outcome; the report is returned
     even when the run aborts (``report.aborted`` holds the reason and ``SyncAborted`` is *not*
@@ -320,6 +338,7 @@ def execute_plan(
     executor = _Executor(client, store, run_id, partition_key)
     ops: Sequence[Operation] = plan.operations
     started, start_requests = clock(), client.requests_sent
+    unavailable_streak = 0
     for index, op in enumerate(ops):
         spent = client.requests_sent - start_requests
         if budget.max_requests is not None and spent >= budget.max_requests:
@@ -330,7 +349,7 @@ def execute_plan(
             break
         if not store.claim(op.contact.phone, run_id):
             result = _deferred([op], "claimed_by_another_run")[0]
-        elif _already_done(store, op):
+        elif _already_done(store, op, (stored_states or {}).get(op.contact.phone)):
             store.release(op.contact.phone, run_id)
             result = _unchanged(op)
         else:
@@ -360,6 +379,18 @@ def execute_plan(
         store.add_audit([result.audit_row(run_id, partition_key)])
         if on_progress is not None:
             on_progress(index + 1, len(ops), client.requests_sent - start_requests)
+        unavailable_streak = unavailable_streak + 1 if result.unavailable else 0
+        if unavailable_streak >= UNAVAILABLE_AFTER and index + 1 < len(ops):
+            rest = _deferred(ops[index + 1 :], "api_unavailable")
+            report.results += rest
+            store.add_audit([r.audit_row(run_id, partition_key) for r in rest])
+            store.record_deferred([r.phone for r in rest], run_id)
+            report.aborted = (
+                f"{unavailable_streak} operations in a row failed after every retry; "
+                f"last: {result.error_message}"
+            )
+            report.api_unavailable = True
+            break
     if out_of_budget:
         report.results += out_of_budget
         store.add_audit([r.audit_row(run_id, partition_key) for r in out_of_budget])
@@ -438,6 +469,25 @@ def _pre_send_rows(
     return rows
 
 
+_RECORD_ACTIONS = ("reject", "merge")  # audit rows about a CRM record, not a contact
+
+
+def _run_counts(store: Any, run_id: str, unchanged: Sequence[Any]) -> Counter[str]:
+    """Outcome counts of a run from its audit rows: rejects and merges one each, every contact
+    once by its latest outcome (a retried step may have tried it in an earlier attempt), plus
+    the unchanged contacts no attempt of the run listed."""
+    outcomes: Counter[str] = Counter()
+    latest: dict[str, str] = {}
+    for row in store.audit_rows(run_id):  # newest first
+        if row["action"] in _RECORD_ACTIONS:
+            outcomes[row["outcome"]] += 1
+        else:
+            latest.setdefault(row["phone"], row["outcome"])
+    outcomes.update(latest.values())
+    outcomes["unchanged"] += sum(1 for c in unchanged if c.phone not in latest)
+    return outcomes
+
+
 def states_from_remote(
     states: dict[str, Any], remote_contacts: Iterable[RemoteContact]
 ) -> dict[str, Any]:
@@ -493,8 +543,13 @@ def run_sync(
     """
     from erzy_pipelines.core.plan import plan_operations
 
+    # A retried step reopens its run: the rows its earlier attempts audited stay (they say what
+    # was sent), and this attempt does not audit the same rejects, merges and skips again.
+    earlier = store.audit_rows(run_id)
+    records_audited = any(r["action"] in _RECORD_ACTIONS for r in earlier)
+    skips_audited = {r["phone"] for r in earlier if r["action"] == "skip"}
     store.start_run(run_id, partition_key, dry_run)
-    states = store.load_states([c.phone for c in contacts])
+    stored = states = store.load_states([c.phone for c in contacts])
     client = None if dry_run else client_factory()
     report = SyncReport()
     try:
@@ -503,7 +558,12 @@ def run_sync(
             states = states_from_remote(states, client.list_contacts(limit=100))
             report.requests += client.requests_sent - before
         plan = plan_operations(contacts, states)
-        pre = _pre_send_rows(rejects, merges, plan.skipped)
+        pre = [
+            r
+            for r in _pre_send_rows(rejects, merges, plan.skipped)
+            if not (r.action in _RECORD_ACTIONS and records_audited)
+            and not (r.action == "skip" and r.phone in skips_audited)
+        ]
         store.add_audit([r.audit_row(run_id, partition_key) for r in pre])
         if client is None:
             report.results = planned_results(plan)
@@ -517,11 +577,11 @@ def run_sync(
                 partition_key=partition_key,
                 budget=budget,
                 on_progress=on_progress,
+                stored_states=stored if reconcile else None,
             )
             sent.requests += report.requests
             report = sent
-        outcomes = Counter(r.outcome for r in [*pre, *report.results])
-        outcomes["unchanged"] += len(plan.unchanged)
+        outcomes = _run_counts(store, run_id, plan.unchanged)
         counts = {name: sum(outcomes[o] for o in feeds) for name, feeds in RUN_COUNTERS.items()}
         counts["requests"] = report.requests
         status = "aborted" if report.aborted else ("failed" if counts["failed"] else "succeeded")

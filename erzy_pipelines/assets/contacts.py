@@ -1,17 +1,19 @@
 """The first three assets: extract from the CRM, normalize, dedupe. Glue only; logic is in core/."""
 
+import json
 import warnings
 from collections import Counter
 
 import dagster as dg
 import pandas as pd
+import sqlalchemy as sa
 
 from erzy_pipelines.assets import frames
 from erzy_pipelines.assets.markdown import md_counts, md_table
 from erzy_pipelines.core.dedupe import dedupe
-from erzy_pipelines.core.normalize import normalize_rows
-from erzy_pipelines.crm.extract import iter_contact_chunks, load_memberships
-from erzy_pipelines.partitions import crm_groups_partitions, scope_for
+from erzy_pipelines.core.normalize import Contact, normalize_row, normalize_rows
+from erzy_pipelines.crm.state import contact_state as contact_state_table
+from erzy_pipelines.partitions import SyncScope, crm_groups_partitions, scope_for
 from erzy_pipelines.resources import CrmDatabaseResource, SyncPolicyResource, SyncStateResource
 
 # backfill_policy is marked beta; single-run backfills are what make one request per change
@@ -49,44 +51,72 @@ def _stranded_crm_ids(state: SyncStateResource, group_ids: set[str]) -> set[str]
     it must still be synced in this group's run so that ErzyCall drops the membership."""
     if not group_ids:
         return set()
+    # ContactState (the planner's view) has no crm_ids: read the two columns needed directly.
+    c = contact_state_table.c
+    query = sa.select(c.last_payload, c.crm_ids).where(c.last_payload.is_not(None))
     out: set[str] = set()
-    for contact_state in state.store().load_states().values():
-        sent_groups = set((contact_state.last_payload or {}).get("groupIds") or ())
-        if sent_groups & group_ids:
-            out.update(contact_state.crm_ids)
+    with state.store().engine.connect() as conn:
+        for payload, crm_ids in conn.execute(query):
+            if set(json.loads(payload).get("groupIds") or ()) & group_ids:
+                out.update(json.loads(crm_ids or "[]"))
     return out
 
 
+def _in_scope(row: dict, scope: SyncScope, extra: set[str]) -> bool:
+    if scope.groups is None or row["crm_id"] in extra:
+        return True
+    keys = row["group_keys"]
+    return bool(scope.groups.intersection(keys)) if keys else scope.include_ungrouped
+
+
+def _same_phone_rows(selected: list[dict], others: list[dict], region: str) -> list[dict]:
+    """Records outside the scope whose phone is one of the selected records' phones.
+
+    Dedupe merges every record of a phone into one contact; a group run that saw only its own
+    record would send that record's fields and groups alone, and two groups holding duplicates
+    would overwrite each other on every run.
+    """
+    if not others:
+        return []
+
+    def phone(row: dict) -> str | None:
+        result = normalize_row(row, region)
+        return result.phone if isinstance(result, Contact) else None
+
+    phones = {p for p in map(phone, selected) if p}
+    return [row for row in others if phone(row) in phones]
+
+
 @dg.asset(
-    description="Raw contacts of the selected CRM groups (all their memberships attached), "
+    description="Raw contacts of the selected CRM groups (all their memberships attached), plus "
+    "records that share a phone with one of them or were last sent with one of the groups, "
     "read with the user's SQL in chunks.",
     kinds={"sql"},
     **COMMON,
 )
 def crm_contacts(
-    context: dg.AssetExecutionContext, crm: CrmDatabaseResource, state: SyncStateResource
+    context: dg.AssetExecutionContext,
+    crm: CrmDatabaseResource,
+    state: SyncStateResource,
+    policy: SyncPolicyResource,
 ) -> dg.Output[pd.DataFrame]:
     scope = scope_for(context)
     engine = crm.engine()
     extra: set[str] = set()
     if scope.groups is not None:
-        memberships = load_memberships(engine, crm.memberships_sql())
+        memberships = crm.memberships(engine)
         group_ids = {
             gid for rows in memberships.values() for key, gid in rows if key in scope.groups and gid
         }
         extra = _stranded_crm_ids(state, group_ids)
     rows: list[dict] = []
-    for chunk in iter_contact_chunks(
-        engine,
-        crm.contacts_sql(),
-        crm.memberships_sql(),
-        groups=scope.groups,
-        include_ungrouped=scope.include_ungrouped,
-        extra_crm_ids=extra,
-        chunk_size=crm.chunk_size,
-    ):
-        rows.extend(chunk)
-        context.log.debug(f"extracted {len(rows)} rows")
+    others: list[dict] = []  # a group run's out-of-scope rows, until their phones are known
+    for chunk in crm.contact_chunks(engine):
+        for row in chunk:
+            (rows if _in_scope(row, scope, extra) else others).append(row)
+        context.log.debug(f"extracted {len(rows) + len(others)} rows")
+    same_phone = _same_phone_rows(rows, others, policy.default_region)
+    rows += same_phone
     columns = (
         list(rows[0].keys()) if rows else ["crm_id", "title", "phone", "group_keys", "group_ids"]
     )
@@ -97,6 +127,7 @@ def crm_contacts(
             "dagster/row_count": len(df),
             "scope": scope.label,
             "stranded_contacts_included": len(extra),
+            "same_phone_records_included": len(same_phone),
             "preview": dg.MetadataValue.md(md_table(rows[:10], columns[:8], limit=10)),
         },
     )

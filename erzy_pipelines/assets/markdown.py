@@ -1,17 +1,35 @@
-"""Small markdown tables for asset metadata previews (no extra dependency)."""
+"""Small markdown tables for asset metadata previews (no extra dependency).
+
+Previews live in Dagster's event log (and in Dagster+ when used), not in the user's own
+database, so phone numbers and email addresses are masked there; full values are only in the
+audit table and the asset values.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from erzy_pipelines.erzycall.logutil import mask_email, mask_phone_text, mask_text
 
-def _cell(value: Any) -> str:
+#: How each personal column is masked; other columns are shown as they are (ids, codes).
+MASKS = {
+    "phone": mask_phone_text,
+    "email": mask_email,
+    "title": mask_text,  # a title may be the phone itself (title_from_phone) or hold one
+    "notes": mask_text,
+}
+
+
+def _cell(value: Any, column: str = "") -> str:
     if value is None:
         return ""
     if isinstance(value, tuple | list):
         value = ", ".join(map(str, value))
-    text = str(value).replace("|", "\\|").replace("\n", " ")
+    text = str(value)
+    if column in MASKS and text:
+        text = MASKS[column](text[:1000])
+    text = text.replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -19,7 +37,7 @@ def md_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], limit: i
     """A markdown table of at most ``limit`` rows, with a note when rows were left out."""
     rows = list(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows[:limit]]
+    lines += ["| " + " | ".join(_cell(r.get(c), c) for c in columns) + " |" for r in rows[:limit]]
     if len(rows) > limit:
         lines.append(f"\n_{len(rows) - limit} more rows not shown._")
     if not rows:

@@ -77,6 +77,7 @@ def erzycall_contacts(
     state: SyncStateResource,
     policy: SyncPolicyResource,
 ):
+    erzycall.check_config()  # before anything is recorded: a bad setting costs nothing
     scope = scope_for(context)
     store = state.store()
     windows = erzycall.windows()
@@ -144,6 +145,13 @@ def erzycall_contacts(
         metadata={"failed": failed},
         description="Operations that failed this run (they are retried next run).",
     )
+    if summary.report.api_unavailable:
+        raise dg.Failure(
+            description=f"Sync stopped: the ErzyCall API is unavailable ({summary.report.aborted})."
+            " What was not tried is deferred and goes first next run. Check ERZYCALL_BASE_URL and"
+            " the API's status.",
+            allow_retries=False,
+        )
     if summary.report.aborted:
         raise dg.Failure(
             description=f"Sync stopped: the API refused the key ({summary.report.aborted}). "

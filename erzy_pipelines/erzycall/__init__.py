@@ -23,7 +23,7 @@ from .errors import (
     ValidationError,
     error_from_response,
 )
-from .logutil import mask_phone, mask_phones
+from .logutil import mask_email, mask_emails, mask_phone, mask_phones, mask_pii
 from .models import Contact, ContactGroup, Page
 from .pagination import CursorPaginator
 from .ratelimit import InMemoryRateLimitStore, RateLimiter, RateLimitStore, Window, wait_for_slot
@@ -61,8 +61,11 @@ __all__ = [
     "call_with_retries",
     "error_from_response",
     "errors",
+    "mask_email",
+    "mask_emails",
     "mask_phone",
     "mask_phones",
+    "mask_pii",
     "models",
     "validate_base_url",
     "wait_for_slot",

@@ -20,7 +20,7 @@ from .errors import (
     UnexpectedResponseError,
     error_from_response,
 )
-from .logutil import mask_phones
+from .logutil import mask_pii
 from .models import Contact, ContactGroup, Page
 from .pagination import CursorPaginator
 from .ratelimit import RateLimiter, Window
@@ -156,7 +156,7 @@ class ErzyCallClient:
         except ErzyCallError as err:
             self._local.attempts = err.attempts
             logger.debug("%s %s failed after %d attempt(s): %s", method, path, err.attempts,
-                         mask_phones(str(err)))
+                         mask_pii(str(err)))
             raise
         self._local.attempts = attempts
         return result

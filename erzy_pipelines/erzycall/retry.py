@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .errors import ErzyCallError, RateLimitedError
-from .logutil import mask_phones
+from .logutil import mask_pii
 
 T = TypeVar("T")
 logger = logging.getLogger("erzy_pipelines.erzycall")
@@ -74,18 +74,18 @@ def call_with_retries(
                 raise
             if number >= policy.max_attempts:
                 logger.info("giving up on %s after %d attempts: %s", describe, number,
-                            mask_phones(str(err)))
+                            mask_pii(str(err)))
                 raise
             delay = policy.delay(err, number, jitter())
             if waited + delay > policy.max_total_wait:
                 logger.info(
                     "giving up on %s: retry in %.2fs would exceed the %.1fs wait budget (%s)",
-                    describe, delay, policy.max_total_wait, mask_phones(str(err)),
+                    describe, delay, policy.max_total_wait, mask_pii(str(err)),
                 )
                 raise
             logger.info(
                 "retrying %s in %.2fs (attempt %d/%d failed: %s)",
-                describe, delay, number, policy.max_attempts, mask_phones(str(err)),
+                describe, delay, number, policy.max_attempts, mask_pii(str(err)),
             )
             sleep(delay)
             waited += delay

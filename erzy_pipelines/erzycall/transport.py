@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from .errors import TransportError
-from .logutil import install_phone_filter, mask_phones
+from .logutil import install_phone_filter, mask_pii
 from .secret import Secret
 
 logger = logging.getLogger("erzy_pipelines.erzycall")
@@ -134,7 +134,7 @@ class Transport:
         elif method in WRITE_METHODS:
             raise ValueError(f"{method} {path} needs an idempotency key")
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        shown = mask_phones(f"{method} {path}" + (f" {clean}" if clean else ""))
+        shown = mask_pii(f"{method} {path}" + (f" {clean}" if clean else ""))
         started = time.monotonic()
         try:
             response = self._http.request(
@@ -172,7 +172,7 @@ class Transport:
             self._count += 1
 
     def _scrub(self, text: str) -> str:
-        return mask_phones(text.replace(self._key.reveal(), "(redacted)"))
+        return mask_pii(text.replace(self._key.reveal(), "(redacted)"))
 
     def close(self) -> None:
         self._http.close()

@@ -170,3 +170,16 @@ def test_demo_command_runs_twice_and_second_run_sends_nothing(tmp_path: Path):
         second_counts["requests"] == "0" and second_counts["unchanged"] == first_counts["created"]
     )
     assert "at the real limits" in first.stdout
+
+
+def test_cli_misconfiguration_exits_2_with_what_to_fix(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ERZY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CRM_DATABASE_URL", "postgresql+psycopg://crm:s3cret-pw@127.0.0.1:1/crm")
+    assert cli.main(["sync"]) == 2
+    err = capsys.readouterr().err
+    assert "CRM_DATABASE_URL" in err and "s3cret-pw" not in err and "***" in err
+
+    monkeypatch.setenv("ERZY_MAX_RUN_SECONDS", "soon")
+    assert cli.main(["sync"]) == 2
+    assert "ERZY_MAX_RUN_SECONDS='soon' is not a number" in capsys.readouterr().err

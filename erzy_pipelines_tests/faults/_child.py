@@ -1,0 +1,56 @@
+"""``python -m erzy_pipelines_tests.faults._child sync ...``: the real CLI, plus two test hooks.
+
+- ``ERZY_FAULTS_BARRIER=<dir>/<name>``: once the run has planned (right before it sends), create
+  ``<dir>/<name>.ready`` and wait for ``<dir>/go``. Two runs started this way plan from the same
+  state and start sending at the same moment — the worst case for overlapping syncs.
+- ``ERZY_FAULTS_BREAK=leases``: a negative control. Claims always succeed and the re-check
+  under the lease is skipped, so the proof that leases matter can be shown to fail.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _install_barrier(spec: str) -> None:
+    from erzy_pipelines import upsert
+
+    base = Path(spec)
+    ready, go = base.with_name(base.name + ".ready"), base.with_name("go")
+    real = upsert.execute_plan
+
+    def execute_plan(plan, **kwargs):  # type: ignore[no-untyped-def]
+        ready.touch()
+        deadline = time.monotonic() + 120
+        while not go.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("barrier: nobody said go")
+            time.sleep(0.01)
+        return real(plan, **kwargs)
+
+    upsert.execute_plan = execute_plan
+
+
+def _break_leases() -> None:
+    from erzy_pipelines import upsert
+    from erzy_pipelines.crm.state import StateStore
+
+    StateStore.claim = lambda self, phone, run_id, *a, **k: True  # type: ignore[method-assign]
+    upsert._already_done = lambda *args, **kwargs: False
+
+
+def main() -> int:
+    if os.environ.get("ERZY_FAULTS_BARRIER"):
+        _install_barrier(os.environ["ERZY_FAULTS_BARRIER"])
+    if os.environ.get("ERZY_FAULTS_BREAK") == "leases":
+        _break_leases()
+    from erzy_pipelines.cli import main as cli_main
+
+    return cli_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
