@@ -22,21 +22,12 @@ from erzy_pipelines.core.budget import (
     parse_rate_limits,
     seconds_for_requests,
 )
+from erzy_pipelines.crm.state import RUN_COUNT_FIELDS
 from erzy_pipelines.erzycall.secret import Secret
 from erzy_pipelines.settings import SettingError, apply_env_defaults, data_dir, env, settings
 
 DEMO_RATE_LIMITS = "3000/60,100000/3600"
-SUMMARY_COLUMNS = (
-    "created",
-    "updated",
-    "unchanged",
-    "merged",
-    "rejected",
-    "failed",
-    "deferred",
-    "planned",
-    "requests",
-)
+SUMMARY_COLUMNS = RUN_COUNT_FIELDS  # the erzy_sync_runs counters, in table order
 
 
 def ensure_dagster_home() -> Path:

@@ -10,6 +10,7 @@ from erzy_pipelines.assets import frames
 from erzy_pipelines.assets.contacts import COMMON
 from erzy_pipelines.assets.markdown import md_counts, md_table
 from erzy_pipelines.core.budget import format_duration, requests_within, seconds_for_requests
+from erzy_pipelines.crm.state import RUN_COUNT_FIELDS
 from erzy_pipelines.erzycall import errors
 from erzy_pipelines.partitions import scope_for
 from erzy_pipelines.resources import (
@@ -17,7 +18,8 @@ from erzy_pipelines.resources import (
     SyncPolicyResource,
     SyncStateResource,
 )
-from erzy_pipelines.upsert import Budget, run_sync
+from erzy_pipelines.sync_run import run_sync
+from erzy_pipelines.upsert import Budget
 
 STEP_RETRIES = 2
 STEP_RETRY_SECONDS = 5
@@ -174,19 +176,7 @@ def sync_audit(
     rows = store.audit_rows(run_id=context.run_id)
     df = frames.frame(rows, AUDIT_COLUMNS)
     run = next((r for r in store.runs(limit=50) if r["run_id"] == context.run_id), {})
-    counts = {
-        k: run.get(k)
-        for k in (
-            "created",
-            "updated",
-            "unchanged",
-            "merged",
-            "rejected",
-            "failed",
-            "deferred",
-            "requests",
-        )
-    }
+    counts = {k: run.get(k) for k in RUN_COUNT_FIELDS if k != "planned"}
     return dg.Output(
         df,
         metadata={

@@ -25,21 +25,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+# The ErzyCall contact groups (id, name) the sandbox preloads; the CRM groups below map onto them.
+from erzy_pipelines.erzycall.sandbox.config import DEMO_GROUPS
+
 DEFAULT_DEMO_CRM_PATH = Path("data") / "demo_crm.sqlite"
 """Where the CLI puts the demo CRM, relative to the current directory."""
 
 DEFAULT_DEMO_CRM_URL = f"sqlite:///{DEFAULT_DEMO_CRM_PATH.as_posix()}"
 
-DEMO_GROUPS: tuple[tuple[str, str], ...] = (
-    ("grp_vip", "VIP"),
-    ("grp_newsletter", "Newsletter"),
-    ("grp_churn_risk", "Churn risk"),
-    ("grp_trial", "Trial users"),
-    ("grp_enterprise", "Enterprise"),
-    ("grp_partners", "Partners"),
-    ("grp_events", "Events 2026"),
-)
-"""ErzyCall contact groups (id, name) the sandbox preloads; the CRM groups below map onto them."""
 
 INTERNAL_GROUP_KEY = "internal-staff"
 

@@ -1,0 +1,216 @@
+"""One whole sync step: plan against the state, then send (or, on a dry run, only record) it.
+
+``run_sync`` is what the ``erzycall_contacts`` asset calls: it opens the run's row in
+``erzy_sync_runs``, audits rejects, merges and skipped payloads, hands the operations to
+:func:`erzy_pipelines.upsert.execute_plan`, and closes the run with counts taken from the audit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from erzy_pipelines.core.plan import Operation, Plan
+from erzy_pipelines.erzycall.client import ErzyCallClient
+from erzy_pipelines.erzycall.models import Contact as RemoteContact
+from erzy_pipelines.upsert import (
+    Budget,
+    OperationResult,
+    ProgressCallback,
+    SyncReport,
+    execute_plan,
+    planned_results,
+    remote_payload,
+)
+
+#: The runs table's counters, and which outcomes feed each.
+RUN_COUNTERS = {
+    "created": ("created", "recreated"),
+    "updated": ("updated", "adopted"),
+    "unchanged": ("unchanged",),
+    "merged": ("merged",),
+    "rejected": ("rejected",),
+    "failed": ("failed",),
+    "deferred": ("deferred",),
+    "planned": ("planned",),
+}
+
+
+@dataclass
+class RunSummary:
+    """Everything a caller shows about one sync step."""
+
+    plan: Plan
+    report: SyncReport
+    counts: dict[str, int]
+    dry_run: bool
+
+    @property
+    def requests(self) -> int:
+        return self.report.requests
+
+
+def _pre_send_rows(
+    rejects: Sequence[Any], merges: Sequence[Any], skipped: Sequence[Operation]
+) -> list[OperationResult]:
+    rows = [
+        OperationResult(
+            phone=r.phone or "",
+            crm_ids=(r.crm_id or "",),
+            action="reject",
+            outcome="rejected",
+            error_code=r.reason,
+            error_message=r.detail,
+        )
+        for r in rejects
+    ]
+    rows += [
+        OperationResult(
+            phone=m.phone,
+            crm_ids=(m.merged_crm_id,),
+            action="merge",
+            outcome="merged",
+            error_message=f"merged into CRM id {m.survivor_crm_id}",
+        )
+        for m in merges
+    ]
+    rows += [
+        OperationResult(
+            phone=op.contact.phone,
+            crm_ids=tuple(op.contact.crm_ids),
+            action="skip",
+            outcome="rejected",
+            error_code="previously_rejected_by_api",
+            error_message="the API rejected this exact payload before; "
+            "not sent until the contact changes",
+            remote_id=op.remote_id,
+            payload_hash=op.payload_hash,
+        )
+        for op in skipped
+    ]
+    return rows
+
+
+_RECORD_ACTIONS = ("reject", "merge")  # audit rows about a CRM record, not a contact
+
+
+def _run_counts(store: Any, run_id: str, unchanged: Sequence[Any]) -> Counter[str]:
+    """Outcome counts of a run from its audit rows: rejects and merges one each, every contact
+    once by its latest outcome (a retried step may have tried it in an earlier attempt), plus
+    the unchanged contacts no attempt of the run listed."""
+    outcomes: Counter[str] = Counter()
+    latest: dict[str, str] = {}
+    for row in store.audit_rows(run_id):  # newest first
+        if row["action"] in _RECORD_ACTIONS:
+            outcomes[row["outcome"]] += 1
+        else:
+            latest.setdefault(row["phone"], row["outcome"])
+    outcomes.update(latest.values())
+    outcomes["unchanged"] += sum(1 for c in unchanged if c.phone not in latest)
+    return outcomes
+
+
+def states_from_remote(
+    states: dict[str, Any], remote_contacts: Iterable[RemoteContact]
+) -> dict[str, Any]:
+    """Replace stored knowledge with what ErzyCall really holds (full resync / reconcile).
+
+    A phone found remotely gets its real id and its real payload as the "last sent" one, so the
+    plan PATCHes exactly the drift; a stored id that is gone remotely is dropped, so the plan
+    creates the contact again.
+    """
+    from erzy_pipelines.core.payload import payload_hash
+    from erzy_pipelines.core.plan import ContactState
+
+    by_phone = {c.phone: c for c in remote_contacts}
+    out: dict[str, Any] = {}
+    for phone in set(states) | set(by_phone):
+        old = states.get(phone)
+        remote = by_phone.get(phone)
+        payload = remote_payload(remote) if remote else None
+        out[phone] = ContactState(
+            phone=phone,
+            remote_id=remote.id if remote else None,
+            last_payload=payload,
+            last_hash=payload_hash(payload) if payload else None,
+            last_outcome=old.last_outcome if old else None,
+            rejected_hash=old.rejected_hash if old else None,
+            intent_seq=old.intent_seq if old else 0,
+            pending_hash=old.pending_hash if old else None,
+            deferred=old.deferred if old else False,
+            failure_count=old.failure_count if old else 0,
+        )
+    return out
+
+
+def run_sync(
+    *,
+    contacts: Sequence[Any],
+    rejects: Sequence[Any],
+    merges: Sequence[Any],
+    store: Any,
+    client_factory: Callable[[], ErzyCallClient],
+    run_id: str,
+    partition_key: str,
+    dry_run: bool = False,
+    reconcile: bool = False,
+    budget: Budget | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RunSummary:
+    """Plan the contacts against the state, then send (or, on a dry run, only record) the plan.
+
+    Rejects, merges and unchanged contacts cost no request. ``reconcile`` first lists ErzyCall
+    (⌈N/100⌉ requests) and plans against what is really there instead of the stored hashes.
+    A dry run never builds a client, so it cannot send anything.
+    """
+    from erzy_pipelines.core.plan import plan_operations
+
+    # A retried step reopens its run: the rows its earlier attempts audited stay (they say what
+    # was sent), and this attempt does not audit the same rejects, merges and skips again.
+    earlier = store.audit_rows(run_id)
+    records_audited = any(r["action"] in _RECORD_ACTIONS for r in earlier)
+    skips_audited = {r["phone"] for r in earlier if r["action"] == "skip"}
+    store.start_run(run_id, partition_key, dry_run)
+    stored = states = store.load_states([c.phone for c in contacts])
+    client = None if dry_run else client_factory()
+    report = SyncReport()
+    try:
+        if reconcile and client is not None:
+            before = client.requests_sent
+            states = states_from_remote(states, client.list_contacts(limit=100))
+            report.requests += client.requests_sent - before
+        plan = plan_operations(contacts, states)
+        pre = [
+            r
+            for r in _pre_send_rows(rejects, merges, plan.skipped)
+            if not (r.action in _RECORD_ACTIONS and records_audited)
+            and not (r.action == "skip" and r.phone in skips_audited)
+        ]
+        store.add_audit([r.audit_row(run_id, partition_key) for r in pre])
+        if client is None:
+            report.results = planned_results(plan)
+            store.add_audit([r.audit_row(run_id, partition_key) for r in report.results])
+        else:
+            sent = execute_plan(
+                plan,
+                client=client,
+                store=store,
+                run_id=run_id,
+                partition_key=partition_key,
+                budget=budget or Budget(),
+                on_progress=on_progress,
+                stored_states=stored if reconcile else None,
+            )
+            sent.requests += report.requests
+            report = sent
+        outcomes = _run_counts(store, run_id, plan.unchanged)
+        counts = {name: sum(outcomes[o] for o in feeds) for name, feeds in RUN_COUNTERS.items()}
+        counts["requests"] = report.requests
+        status = "aborted" if report.aborted else ("failed" if counts["failed"] else "succeeded")
+        store.finish_run(run_id, counts, status)
+        return RunSummary(plan=plan, report=report, counts=counts, dry_run=dry_run)
+    finally:
+        if client is not None:
+            client.close()
