@@ -257,7 +257,10 @@ def insert_ignore(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str,
         pk = table.primary_key.columns[0].name
         stmt = stmt.on_duplicate_key_update({pk: stmt.inserted[pk]})  # no-op on duplicates
     else:
-        raise NotImplementedError(f"unsupported database: {name}")
+        raise ValueError(
+            f"ERZY_STATE_DATABASE_URL: the state database must be SQLite, PostgreSQL or "
+            f"MariaDB/MySQL, not {name}"
+        )
     conn.execute(stmt, [dict(r) for r in rows])
 
 
