@@ -46,6 +46,39 @@ NORMALIZED_SCHEMA = dg.TableSchema(
 )
 
 
+DEDUPED_SCHEMA = dg.TableSchema(
+    columns=[
+        *(c for c in NORMALIZED_SCHEMA.columns if c.name != "crm_id"),
+        dg.TableColumn(
+            "crm_ids", "list[string]", description="every CRM record merged, survivor first"
+        ),
+        dg.TableColumn("merged_crm_ids", "list[string]", description="the records merged into it"),
+    ]
+)
+
+
+def raw_schema(columns: list[str]) -> dg.TableSchema:
+    """The user's query decides crm_contacts' columns; describe the ones this package reads."""
+    known = {
+        "crm_id": "stable id of the CRM record",
+        "phone": "as typed in the CRM",
+        "tags": "comma-separated",
+        "country": "ISO region for this row's phone",
+        "group_keys": "all the contact's CRM groups",
+        "group_ids": "their ErzyCall group ids",
+    }
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                c,
+                description=known.get(c)
+                or ("becomes customFields" if c.startswith("custom_") else None),
+            )
+            for c in columns
+        ]
+    )
+
+
 def _stranded_crm_ids(state: SyncStateResource, group_ids: set[str]) -> set[str]:
     """CRM ids last sent with one of these ErzyCall groups: if one left the group in the CRM,
     it must still be synced in this group's run so that ErzyCall drops the membership."""
@@ -125,6 +158,7 @@ def crm_contacts(
         df,
         metadata={
             "dagster/row_count": len(df),
+            "dagster/column_schema": raw_schema(columns),
             "scope": scope.label,
             "stranded_contacts_included": len(extra),
             "same_phone_records_included": len(same_phone),
@@ -191,6 +225,7 @@ def deduped_contacts(context: dg.AssetExecutionContext, normalized_contacts: pd.
         df,
         metadata={
             "dagster/row_count": len(df),
+            "dagster/column_schema": DEDUPED_SCHEMA,
             "contacts": len(contacts),
             "merged_records": len(merges),
             "rejected_after_merge": len(rejects),

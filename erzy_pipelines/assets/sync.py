@@ -40,6 +40,7 @@ AUDIT_COLUMNS = (
     "created_at",
 )
 AUDIT_SCHEMA = dg.TableSchema(columns=[dg.TableColumn(c) for c in AUDIT_COLUMNS])
+OPERATIONS_SCHEMA = dg.TableSchema(columns=AUDIT_SCHEMA.columns[:-1])
 
 
 class SyncRunConfig(dg.Config):
@@ -123,6 +124,7 @@ def erzycall_contacts(
         df,
         metadata={
             "dagster/row_count": len(df),
+            "dagster/column_schema": OPERATIONS_SCHEMA,
             "dry_run": summary.dry_run,
             "scope": scope.label,
             "requests_needed": needed,

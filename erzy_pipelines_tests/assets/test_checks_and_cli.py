@@ -183,3 +183,29 @@ def test_cli_misconfiguration_exits_2_with_what_to_fix(monkeypatch, capsys, tmp_
     monkeypatch.setenv("ERZY_MAX_RUN_SECONDS", "soon")
     assert cli.main(["sync"]) == 2
     assert "ERZY_MAX_RUN_SECONDS='soon' is not a number" in capsys.readouterr().err
+
+
+def test_every_asset_reports_row_count_and_column_schema(harness):
+    harness.add_people([person(1), person(2, phone="nonsense"), person(3, phone="+1 415 555 1001")])
+    assert harness.sync()[0] == 0
+    from erzy_pipelines.definitions import defs
+
+    for key in defs.resolve_asset_graph().get_all_asset_keys():
+        assert defs.resolve_assets_def(key).descriptions_by_key[key], key
+        event = harness.instance.get_latest_materialization_event(key)
+        metadata = event.asset_materialization.metadata
+        assert "dagster/row_count" in metadata and "dagster/column_schema" in metadata, key
+    counts = {
+        key.to_user_string(): harness.instance.get_latest_materialization_event(key)
+        .asset_materialization.metadata["dagster/row_count"]
+        .value
+        for key in defs.resolve_asset_graph().get_all_asset_keys()
+    }
+    # 3 CRM rows: 1 rejected, 2 sharing a phone → 1 contact, 1 POST; audit: create, reject, merge
+    assert counts == {
+        "crm_contacts": 3,
+        "normalized_contacts": 3,
+        "deduped_contacts": 1,
+        "erzycall_contacts": 1,
+        "sync_audit": 3,
+    }
