@@ -201,7 +201,11 @@ def cmd_seed(args: argparse.Namespace) -> int:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     summary = seed_demo_crm(url, rows=args.rows, seed=args.seed)
-    print(f"{summary} in {time.monotonic() - started:.1f}s")
+    print(
+        f"seeded {summary.people:,} people ({summary.phone_numbers:,} phone numbers, "
+        f"{summary.groups} groups, {summary.memberships:,} memberships) into {summary.url} "
+        f"in {time.monotonic() - started:.1f}s"
+    )
     return 0
 
 

@@ -107,11 +107,10 @@ def erzycall_contacts(
             on_progress=progress,
         )
     except (sa_exc.OperationalError, errors.TransportError) as exc:
-        # Infrastructure, not data: retry the step. Safe because every outcome is committed per
-        # contact and a retried intent reuses its idempotency key.
-        raise dg.RetryRequested(
-            max_retries=STEP_RETRIES, seconds_to_wait=STEP_RETRY_SECONDS
-        ) from exc
+        # Infrastructure, not data: retry the step with exponential backoff (5 s, 10 s). Safe
+        # because every outcome is committed per contact and a retried intent reuses its key.
+        wait = STEP_RETRY_SECONDS * 2**context.retry_number
+        raise dg.RetryRequested(max_retries=STEP_RETRIES, seconds_to_wait=wait) from exc
     results = [r.audit_row(context.run_id, scope.label) for r in summary.report.results]
     df = frames.frame(results, AUDIT_COLUMNS[:-1])
     needed = summary.plan.requests_needed
