@@ -289,11 +289,22 @@ def cmd_dev(args: argparse.Namespace) -> int:
         sandbox.stop()
 
 
+def _hide_password(url: str) -> str:
+    import sqlalchemy as sa
+
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL (e.g. the API base URL): shown as it is
+        return url
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     for setting in settings():
         value = os.environ.get(setting.name, setting.default)
         if setting.name == "ERZYCALL_API_KEY":
             value = repr(Secret(value))
+        elif setting.name.endswith("_URL") and "://" in value:
+            value = _hide_password(value)
         print(f"{setting.name:30} {value}")
     return 0
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -173,7 +174,7 @@ def run_sync(
     records_audited = any(r["action"] in _RECORD_ACTIONS for r in earlier)
     skips_audited = {r["phone"] for r in earlier if r["action"] == "skip"}
     store.start_run(run_id, partition_key, dry_run)
-    stored = states = store.load_states([c.phone for c in contacts])
+    states = store.load_states([c.phone for c in contacts])
     client = None if dry_run else client_factory()
     report = SyncReport()
     try:
@@ -181,7 +182,13 @@ def run_sync(
             before = client.requests_sent
             states = states_from_remote(states, client.list_contacts(limit=100))
             report.requests += client.requests_sent - before
+            if budget and budget.max_requests is not None:  # the listing is part of the cap
+                left = max(0, budget.max_requests - report.requests)
+                budget = Budget(max_requests=left, max_seconds=budget.max_seconds)
         plan = plan_operations(contacts, states)
+        store.clear_deferred(
+            [c.phone for c in plan.unchanged] + [op.contact.phone for op in plan.skipped]
+        )
         pre = [
             r
             for r in _pre_send_rows(rejects, merges, plan.skipped)
@@ -201,7 +208,7 @@ def run_sync(
                 partition_key=partition_key,
                 budget=budget or Budget(),
                 on_progress=on_progress,
-                stored_states=stored if reconcile else None,
+                reconciled=reconcile,
             )
             sent.requests += report.requests
             report = sent
@@ -211,6 +218,12 @@ def run_sync(
         status = "aborted" if report.aborted else ("failed" if counts["failed"] else "succeeded")
         store.finish_run(run_id, counts, status)
         return RunSummary(plan=plan, report=report, counts=counts, dry_run=dry_run)
+    except Exception:
+        # Infrastructure gone mid-run: close the run row if the state database still answers;
+        # the step retry (or the next run) starts a fresh one.
+        with contextlib.suppress(Exception):
+            store.finish_run(run_id, {"requests": report.requests}, "failed")
+        raise
     finally:
         if client is not None:
             client.close()

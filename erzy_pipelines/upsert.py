@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from erzy_pipelines.core.payload import changed_fields, create_body, idempotency_key
-from erzy_pipelines.core.plan import Action, Operation, Plan
+from erzy_pipelines.core.payload import changed_fields, create_body, idempotency_key, payload_hash
+from erzy_pipelines.core.plan import Action, Operation, Plan, plan_contact
 from erzy_pipelines.erzycall import errors
 from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.erzycall.models import Contact as RemoteContact
@@ -187,7 +187,9 @@ class _Executor:
         diff = changed_fields(remote_payload(existing), op.payload)
         result.http_status = 200
         if diff:
-            key = idempotency_key("adopt", op.contact.phone, op.intent_seq, op.payload_hash)
+            # The diff depends on what ErzyCall holds right now, so the key hashes the diff:
+            # the same key must never carry two different bodies.
+            key = idempotency_key("adopt", op.contact.phone, op.intent_seq, payload_hash(diff))
             self.client.update_contact(existing.id, diff, key)
         self._succeeded(op, result, existing.id, created=False, outcome="adopted")
 
@@ -262,19 +264,18 @@ def _deferred(ops: Iterable[Operation], reason: str) -> list[OperationResult]:
     ]
 
 
-def _already_done(store: Any, op: Operation, planned_from: Any = None) -> bool:
-    """True when another run confirmed this exact payload after our plan was made.
+def _replan_under_lease(store: Any, op: Operation) -> Operation | None:
+    """Plan the contact again against its state as it is now that this run holds its lease.
 
-    Concurrent runs (a group backfill next to the daily sync) plan from the same state; the
-    re-check under the lease makes each change cost one request, not one per run.
-    ``planned_from`` is the stored state when the plan was made: if it already held this
-    payload, the operation comes from a reconcile that found drift in ErzyCall, not from
-    another run's work, and must be sent.
+    Concurrent runs (a group backfill next to the daily sync) plan from the same state. Another
+    run may have sent this contact since: the fresh plan sends only what is still missing,
+    diffed against what was really sent last, under a key of its own — or nothing (``None``).
     """
-    if planned_from is not None and planned_from.last_hash == op.payload_hash:
-        return False
     current = store.load_states([op.contact.phone]).get(op.contact.phone)
-    return bool(current and current.remote_id and current.last_hash == op.payload_hash)
+    fresh = plan_contact(op.contact, current)
+    if fresh is None or fresh.action is Action.SKIP_REJECTED:
+        return None
+    return fresh
 
 
 def _unchanged(op: Operation) -> OperationResult:
@@ -314,12 +315,12 @@ def execute_plan(
     budget: Budget = Budget(),
     clock: Callable[[], float] = time.monotonic,
     on_progress: ProgressCallback | None = None,
-    stored_states: Mapping[str, Any] | None = None,
+    reconciled: bool = False,
 ) -> SyncReport:
     """Send the plan's operations in order until done, out of budget, or aborted.
 
-    ``stored_states``: the store's states the plan was made from, when the plan was made
-    against something else (a reconcile plans against what ErzyCall holds).
+    ``reconciled``: the plan was made against what ErzyCall holds (a full resync), so it is
+    sent as planned instead of being re-planned against the stored state under each lease.
 
     Every operation's audit row is committed right after its outcome; the report is returned
     even when the run aborts (``report.aborted`` holds the reason and ``SyncAborted`` is *not*
@@ -341,10 +342,11 @@ def execute_plan(
             break
         if not store.claim(op.contact.phone, run_id):
             result = _deferred([op], "claimed_by_another_run")[0]
-        elif _already_done(store, op, (stored_states or {}).get(op.contact.phone)):
+        elif (fresh := op if reconciled else _replan_under_lease(store, op)) is None:
             store.release(op.contact.phone, run_id)
             result = _unchanged(op)
         else:
+            op = fresh
             try:
                 result = executor.run(op)
             except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:

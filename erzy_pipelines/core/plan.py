@@ -120,11 +120,15 @@ def plan_contact(
         return _write(Action.CREATE, contact, payload, create_body(payload), digest, state)
     if full_resync:
         return _write(Action.UPDATE, contact, payload, dict(payload), digest, state)
-    if digest == state.last_hash:
+    # A write whose outcome never came back (crash, lost response) may or may not have been
+    # applied, so what ErzyCall holds is unknown. The same intent is retried as it was (same
+    # body, same key); anything else sends every field, so no half-known state survives.
+    in_doubt = state.pending_hash is not None and state.pending_hash != digest
+    if digest == state.last_hash and not in_doubt:
         return None
     if digest == state.rejected_hash:
         return _skip(contact, payload, digest, state)
-    if state.last_payload is None:
+    if state.last_payload is None or in_doubt:
         body = dict(payload)
     else:
         body = changed_fields(state.last_payload, payload)

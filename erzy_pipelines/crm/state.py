@@ -45,8 +45,15 @@ T = TypeVar("T")
 ERROR_MESSAGE_MAX = 1000
 _IN_CHUNK = 500
 RUN_COUNT_FIELDS = (
-    "created", "updated", "unchanged", "merged", "rejected",
-    "failed", "deferred", "planned", "requests",
+    "created",
+    "updated",
+    "unchanged",
+    "merged",
+    "rejected",
+    "failed",
+    "deferred",
+    "planned",
+    "requests",
 )
 
 
@@ -529,6 +536,22 @@ class StateStore:
 
         self._write(txn)
 
+    def clear_deferred(self, phones: Iterable[str]) -> None:
+        """Phones that need no request any more (reverted, or rejected) leave the backlog."""
+        phones = sorted(set(phones))
+        c = contact_state.c
+
+        def txn(conn: Connection) -> None:
+            for chunk in _chunks(phones):
+                conn.execute(
+                    contact_state.update()
+                    .where(c.phone.in_(chunk), c.deferred == 1)
+                    .values(deferred=0)
+                )
+
+        if phones:
+            self._write(txn)
+
     def forget_remote(self, phone: str) -> None:
         """The contact is gone from ErzyCall: the next run recreates it (intent_seq is kept)."""
         stmt = (
@@ -549,8 +572,9 @@ class StateStore:
         )
         with self._engine.connect() as conn:
             return int(
-                conn.execute(sa.select(sa.func.count()).select_from(contact_state).where(cond))
-                .scalar_one()
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(contact_state).where(cond)
+                ).scalar_one()
             )
 
     # ----------------------------------------------------------------- audit
@@ -599,8 +623,12 @@ class StateStore:
 
     def start_run(self, run_id: str, partition_key: str | None, dry_run: bool) -> None:
         """Record a run as running; a retried ``run_id`` is reopened, keeping ``started_at``."""
-        reopen = {"partition_key": partition_key, "dry_run": bool(dry_run),
-                  "status": "running", "finished_at": None}
+        reopen = {
+            "partition_key": partition_key,
+            "dry_run": bool(dry_run),
+            "status": "running",
+            "finished_at": None,
+        }
 
         def txn(conn: Connection) -> None:
             insert_ignore(conn, sync_runs, [{"run_id": run_id, "started_at": _utcnow(), **reopen}])
@@ -617,8 +645,9 @@ class StateStore:
         values = {**{k: int(v) for k, v in counts.items()}, "status": status, "finished_at": now}
 
         def txn(conn: Connection) -> None:
-            insert_ignore(conn, sync_runs, [{"run_id": run_id, "started_at": now,
-                                             "status": status}])
+            insert_ignore(
+                conn, sync_runs, [{"run_id": run_id, "started_at": now, "status": status}]
+            )
             conn.execute(sync_runs.update().where(sync_runs.c.run_id == run_id).values(values))
 
         self._write(txn)

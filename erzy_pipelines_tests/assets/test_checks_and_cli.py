@@ -209,3 +209,13 @@ def test_every_asset_reports_row_count_and_column_schema(harness):
         "erzycall_contacts": 1,
         "sync_audit": 3,
     }
+
+
+def test_config_command_hides_key_and_database_passwords(monkeypatch, capsys):
+    monkeypatch.setenv("ERZYCALL_API_KEY", "ek_live_0123456789abcdef")
+    monkeypatch.setenv("CRM_DATABASE_URL", "postgresql+psycopg://reader:S3cretPw@crm/crm")
+    monkeypatch.setenv("ERZY_STATE_DATABASE_URL", "mysql+pymysql://sync:0therPw@db/state")
+    assert cli.main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "S3cretPw" not in out and "0therPw" not in out and "0123456789abcdef" not in out
+    assert "reader:***@crm" in out and "ek_live_" in out
