@@ -186,10 +186,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from erzy_pipelines.erzycall.sandbox import SandboxConfig, serve_forever
+    from erzy_pipelines.erzycall.sandbox import DEMO_GROUPS, SandboxConfig, serve_forever
 
     limits = tuple((w.limit, w.seconds) for w in parse_rate_limits(args.limits))
-    serve_forever(SandboxConfig(host=args.host, port=args.port, limits=limits, db_path=args.db))
+    extra = tuple(
+        (group_id.strip(), (name or group_id).strip())
+        for group_id, _, name in (g.partition("=") for g in (args.groups or "").split(","))
+        if group_id.strip()
+    )
+    config = SandboxConfig(
+        host=args.host, port=args.port, limits=limits, db_path=args.db, groups=DEMO_GROUPS + extra
+    )
+    serve_forever(config)
     return 0
 
 
@@ -328,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None, help="SQLite file to persist contacts in")
     p.add_argument(
         "--limits", default="60/60,1000/3600", help="rate-limit windows requests/seconds"
+    )
+    p.add_argument(
+        "--groups",
+        help="extra contact groups to preload, 'id=Name,...' (the sample CRM's are always there)",
     )
     p.set_defaults(func=cmd_sandbox)
 
