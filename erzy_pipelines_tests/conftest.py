@@ -22,6 +22,27 @@ MARIADB_ADMIN_URL = os.environ.get(
     "ERZY_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SERVER_DB_FIXTURES = {"pg_url", "mariadb_url"}
+SERVER_DB_PARAMS = SERVER_DB_FIXTURES | {"postgresql", "mariadb"}  # any_db_url's params
+
+
+def _uses_server_database(item: pytest.Item) -> bool:
+    """The test asks for a PostgreSQL or MariaDB database: by fixture name, through
+    ``any_db_url``'s postgresql/mariadb params, or through a parameter naming one of the fixtures
+    (``request.getfixturevalue(db)``)."""
+    if SERVER_DB_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params.values() if callspec else ()
+    return any(isinstance(v, str) and v in SERVER_DB_PARAMS for v in params)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs a database server ``db``, so ``-m db`` / ``-m "not db"``
+    select them."""
+    for item in items:
+        if _uses_server_database(item):
+            item.add_marker(pytest.mark.db)
 
 
 def _unavailable(what: str, exc: Exception) -> None:

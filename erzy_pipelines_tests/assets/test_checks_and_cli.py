@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from erzy_pipelines import cli
 from erzy_pipelines.assets import contacts as contacts_assets
@@ -19,12 +20,22 @@ from erzy_pipelines.settings import SQL_DIR
 from erzy_pipelines_tests.assets.conftest import people_groups, person
 
 
-def _check_results(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[bool, str]]:
+def _check_results(
+    instance: dg.DagsterInstance, run_id: str
+) -> dict[str, tuple[bool, dg.AssetCheckSeverity, bool]]:
+    """check name → (passed, severity, blocking) as the run recorded them."""
     out = {}
     for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = record.dagster_event.event_specific_data
-        out[evaluation.check_name] = (evaluation.passed, str(evaluation.severity))
+        out[evaluation.check_name] = (
+            evaluation.passed,
+            evaluation.severity,
+            bool(evaluation.blocking),
+        )
     return out
+
+
+WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 
 
 def test_every_crm_row_ends_in_exactly_one_outcome(harness_factory, sqlite_url, monkeypatch):
@@ -78,7 +89,17 @@ def test_blocking_check_stops_the_upsert_when_dedupe_is_broken(harness, monkeypa
     assert code == 1
     assert harness.requests_since_sync() == [], "a request was sent past the blocking check"
     run_id = harness.instance.get_runs(limit=1)[0].run_id
-    assert _check_results(harness.instance, run_id)["no_duplicate_phones"][0] is False
+    checks = _check_results(harness.instance, run_id)
+    assert checks["no_duplicate_phones"] == (False, ERROR, True)
+    materialized = {k.to_user_string() for k in _materialized_keys(harness.instance, run_id)}
+    assert "deduped_contacts" in materialized and "erzycall_contacts" not in materialized
+
+
+def _materialized_keys(instance: dg.DagsterInstance, run_id: str) -> set[dg.AssetKey]:
+    return {
+        record.dagster_event.asset_key
+        for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    }
 
 
 def test_reject_rate_and_failed_operation_checks_warn(harness, monkeypatch):
@@ -96,9 +117,12 @@ def test_reject_rate_and_failed_operation_checks_warn(harness, monkeypatch):
     assert summaries[0]["failed"] == 1 and summaries[0]["rejected"] == 1
     run_id = harness.instance.get_runs(limit=1)[0].run_id
     checks = _check_results(harness.instance, run_id)
-    assert checks["reject_rate_below_threshold"][0] is False
-    assert checks["no_failed_operations"][0] is False
-    assert checks["no_duplicate_phones"][0] is True
+    # The two warnings fail without blocking anything; the blocking check passes.
+    assert checks == {
+        "reject_rate_below_threshold": (False, WARN, False),
+        "no_failed_operations": (False, WARN, False),
+        "no_duplicate_phones": (True, ERROR, True),
+    }
     failed = [r for r in harness.state().audit_rows(run_id=run_id) if r["outcome"] == "failed"]
     assert failed[0]["http_status"] == 400 and failed[0]["error_code"] == "VALIDATION_ERROR"
 
@@ -111,14 +135,11 @@ def test_reject_rate_and_failed_operation_checks_warn(harness, monkeypatch):
     assert len(harness.writes_since_sync()) == 1
 
 
-def test_cli_sync_dry_run_prints_the_plan(harness, capsys):
+def test_cli_sync_dry_run_prints_the_plan(harness, capsys, monkeypatch):
     harness.add_people(person(i) for i in range(1, 6))
     # cli.main uses DAGSTER_HOME; the harness env already points everything else at the sandbox
-    os.environ["DAGSTER_HOME"] = str(harness.tmp_path / "dagster_home")
-    try:
-        assert cli.main(["sync", "--dry-run"]) == 0
-    finally:
-        del os.environ["DAGSTER_HOME"]
+    monkeypatch.setenv("DAGSTER_HOME", str(harness.tmp_path / "dagster_home"))
+    assert cli.main(["sync", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "DRY RUN: nothing was sent. The plan needs 5 requests" in out
     assert harness.sandbox.request_log == []
@@ -138,6 +159,7 @@ def test_definitions_load():
     }
 
 
+@pytest.mark.timeout(600)  # two demo runs of up to 240 s each
 def test_demo_command_runs_twice_and_second_run_sends_nothing(tmp_path: Path):
     """The README's main command, in a fresh folder: seeds, starts the sandbox, syncs."""
     env = {

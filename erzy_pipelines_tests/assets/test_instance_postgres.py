@@ -61,8 +61,12 @@ def test_definitions_validate():
 
     dg.Definitions.validate_loadable(defs)
     assert defs.resolve_schedule_def("daily_erzycall_sync").cron_schedule == "0 2 * * *"
-    assert defs.resolve_sensor_def("crm_groups_sensor") is not None
-    assert defs.resolve_job_def("erzycall_sync").partitions_def is not None
+    sensor = defs.resolve_sensor_def("crm_groups_sensor")
+    assert (sensor.name, sensor.minimum_interval_seconds) == ("crm_groups_sensor", 300)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    partitions = defs.resolve_job_def("erzycall_sync").partitions_def
+    assert isinstance(partitions, dg.DynamicPartitionsDefinition)
+    assert partitions.name == CRM_GROUPS_PARTITIONS_NAME
 
 
 def test_postgres_variant_keeps_the_local_concurrency_and_retries():

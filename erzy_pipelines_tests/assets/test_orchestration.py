@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -44,17 +45,26 @@ def _max_in_window(times: list[float], seconds: float) -> int:
 
 
 def _spawn_group_syncs(h: SyncHarness, groups: tuple[str, ...], tag: str) -> list[dict[str, Any]]:
-    """Start one `erzy-pipelines sync --groups G` process per group at once and wait for all.
+    """Start one `erzy-pipelines sync --groups G` process per group and wait for all.
 
     Each process has its own Dagster instance (as separate hosts would), so nothing but the
-    state database coordinates them: its leases and its shared rate-limit budget.
+    state database coordinates them: its leases and its shared rate-limit budget. The processes
+    run the real CLI through ``erzy_pipelines_tests.faults._child`` with its file barrier: each
+    plans, then waits; only when all have planned does the test let them send, so the runs
+    certainly overlap and plan from the same state.
     """
+    barrier = h.tmp_path / f"barrier-{tag}"
+    barrier.mkdir()
     procs = []
     for group in groups:
-        env = dict(os.environ, DAGSTER_HOME=str(h.tmp_path / f"dagster-home-{group}"))
+        env = dict(
+            os.environ,
+            DAGSTER_HOME=str(h.tmp_path / f"dagster-home-{group}"),
+            ERZY_FAULTS_BARRIER=str(barrier / group),
+        )
         log = (h.tmp_path / f"{tag}-{group}.log").open("w+")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "erzy_pipelines.cli", "sync", "--groups", group],
+            [sys.executable, "-m", "erzy_pipelines_tests.faults._child", "sync", "--groups", group],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -62,14 +72,34 @@ def _spawn_group_syncs(h: SyncHarness, groups: tuple[str, ...], tag: str) -> lis
         )
         procs.append((group, proc, log))
     out = []
-    for group, proc, log in procs:
-        code = proc.wait(timeout=120)
-        log.seek(0)
-        out.append({"group": group, "code": code, "output": log.read()})
-        log.close()
+    try:
+        deadline = time.monotonic() + 120
+        while not all((barrier / f"{g}.ready").exists() for g in groups):
+            for group, proc, log in procs:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise AssertionError(f"{group} exited before sending:\n{log.read()[-3000:]}")
+            assert time.monotonic() < deadline, "the runs never got to sending"
+            time.sleep(0.02)
+        (barrier / "go").touch()
+        for group, proc, log in procs:
+            code = proc.wait(timeout=120)
+            log.seek(0)
+            out.append({"group": group, "code": code, "output": log.read()})
+    finally:
+        for _, proc, log in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
     for result in out:
         assert result["code"] == 0, f"{result['group']}:\n{result['output'][-3000:]}"
     return out
+
+
+def _all_overlap(runs: list[dict[str, Any]]) -> bool:
+    """Every run started before any run finished: one instant when all were running."""
+    return max(r["started_at"] for r in runs) < min(r["finished_at"] for r in runs)
 
 
 def _expected_remote(i: int, **overrides: Any) -> dict[str, Any]:
@@ -93,10 +123,11 @@ def _remote_view(contact: dict[str, Any]) -> dict[str, Any]:
 def test_concurrent_backfill_of_three_groups_shares_one_budget(
     harness: SyncHarness, pg_url: str, monkeypatch
 ):
-    """Three group runs at once, in three processes, against a sandbox allowing 10 requests per
-    2 s: each contact is sent once with all its groups, and no 2 s window holds more than 10
-    requests. Figures: 22 POSTs for 22 grouped contacts (8 of them in 2-3 of the groups), then
-    4 PATCHes for 4 changed multi-group contacts; 429s are reported."""
+    """Three group runs at once, in three processes released together after planning, against a
+    sandbox allowing 10 requests per 2 s: the runs overlap, each contact is sent once with all
+    its groups, and no 2 s window holds more than 10 requests. Figures: 22 POSTs for 22 grouped
+    contacts (8 of them in 2-3 of the groups, 9 planned creates resolved without a request),
+    then 4 PATCHes for 4 changed multi-group contacts; 429s are reported."""
     h = harness
     # The state database on PostgreSQL, as a multi-host deployment shares it (row leases and the
     # rate-limit budget under SELECT ... FOR UPDATE); test_shared_limiter covers SQLite.
@@ -127,12 +158,21 @@ def test_concurrent_backfill_of_three_groups_shares_one_budget(
     runs = h.state().runs()
     assert len(runs) == 3 and all(r["status"] == "succeeded" for r in runs)
     assert sum(r["created"] for r in runs) == len(grouped)
-    overlap = max(r["started_at"] for r in runs) < min(r["finished_at"] for r in runs)
+    assert _all_overlap(runs), runs
     outcomes = Counter(
         (r["outcome"], r["error_code"]) for r in h.state().audit_rows() if r["action"] == "create"
     )
     # Each contact is created by exactly one run; the others found it done or held by that run.
+    # All three planned before any sent (the barrier), so every extra group of a multi-group
+    # contact is one planned create that met another run's lease or finished work: 9 of them.
     assert outcomes[("created", None)] == len(grouped)
+    contended = sum(len(_groups_of(i)) - 1 for i in multi)
+    assert contended == 9
+    assert (
+        outcomes[("unchanged", "done_by_another_run")]
+        + outcomes[("deferred", "claimed_by_another_run")]
+        == contended
+    ), outcomes
     assert set(outcomes) <= {
         ("created", None),
         ("unchanged", "done_by_another_run"),
@@ -146,6 +186,8 @@ def test_concurrent_backfill_of_three_groups_shares_one_budget(
     h.update_person(15, email="fifteen@example.com")  # newsletter + trial
     h.remove_membership(10, "trial")  # vip + trial → vip only
     _spawn_group_syncs(h, BACKFILL_GROUPS, "second")
+    second_runs = [r for r in h.state().runs() if r["run_id"] not in {x["run_id"] for x in runs}]
+    assert len(second_runs) == 3 and _all_overlap(second_runs), second_runs
     log = h.sandbox.request_log
     writes = [r for r in log[mark:] if r.method in ("POST", "PATCH") and r.status != 429]
     assert sorted(w.method for w in writes) == ["PATCH"] * 4
@@ -172,10 +214,10 @@ def test_concurrent_backfill_of_three_groups_shares_one_budget(
         f"\nconcurrent backfill: first pass {len(log[:mark])} requests "
         f"({first_429} x 429), second pass {len(log) - mark} requests "
         f"({total_429 - first_429} x 429); max {_max_in_window([r.at for r in log], seconds)} "
-        f"requests in any {seconds:g}s window (limit {limit}); the three first-pass runs "
-        f"{'overlapped' if overlap else 'did not all overlap'}; first-pass create outcomes "
+        f"requests in any {seconds:g}s window (limit {limit}); first-pass create outcomes "
         f"{dict(outcomes)}"
     )
+
 
 def _run_ids(h: SyncHarness) -> list[str]:
     """Run ids in the state database, oldest first."""

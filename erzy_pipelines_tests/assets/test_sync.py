@@ -111,7 +111,12 @@ def test_contact_deleted_in_erzycall_is_recreated(harness):
     assert summaries[0]["created"] == 1
 
 
-def test_crash_after_k_operations_then_rerun_sends_the_rest_once(harness, monkeypatch):
+def test_exception_after_k_creates_then_rerun_sends_only_the_rest(harness, monkeypatch):
+    """The (k+1)-th create raises inside the run before its request goes out: the run fails
+    with k contacts created, and the rerun sends only the N - k others. This is an exception in
+    the process, not a dead process; killing the real CLI (SIGKILL) mid-run, including between
+    a request and its state write, is covered by the fault matrix (erzy_pipelines_tests/faults).
+    """
     harness.add_people(person(i) for i in range(1, N + 1))
     k = 5
     real_create = ErzyCallClient.create_contact
@@ -120,7 +125,7 @@ def test_crash_after_k_operations_then_rerun_sends_the_rest_once(harness, monkey
     def crashing_create(self, payload, idempotency_key):
         calls["n"] += 1
         if calls["n"] > k:
-            raise RuntimeError("injected crash")
+            raise RuntimeError("injected exception before the request")
         return real_create(self, payload, idempotency_key)
 
     monkeypatch.setattr(ErzyCallClient, "create_contact", crashing_create)
