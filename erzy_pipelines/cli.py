@@ -135,7 +135,7 @@ def run_sync(
             raise_on_error=False,
             **launch,
         )
-        run = next((r for r in store.runs(limit=20) if r["run_id"] == result.run_id), None)
+        run = _run_row(store, result.run_id)
         row = {
             "scope": launch.get("partition_key", "all"),
             "status": "ok" if result.success else "FAILED",
@@ -148,6 +148,18 @@ def run_sync(
                 if event.is_step_failure and event.step_failure_data:
                     print(f"error: {_error_text(event.step_failure_data.error)}", file=sys.stderr)
     return exit_code, summaries
+
+
+def _run_row(store, run_id: str) -> dict | None:
+    """The run's counts, or None when the state database is unreachable (the step's own error,
+    printed below, then says why the run failed)."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return next((r for r in store.runs(limit=20) if r["run_id"] == run_id), None)
+    except OperationalError:
+        print("error: the state database (ERZY_STATE_DATABASE_URL) is unreachable", file=sys.stderr)
+        return None
 
 
 def _error_text(error) -> str:

@@ -98,7 +98,7 @@ def test_two_processes_share_one_budget(db: str, request: pytest.FixtureRequest)
     SqlRateLimitStore(url, KEY_ID).close()  # create the tables before the race
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_hammer, args=(url, barrier, 1.5, results)) for _ in range(2)]
+    procs = [ctx.Process(target=_hammer, args=(url, barrier, 2.5, results)) for _ in range(2)]
     for p in procs:
         p.start()
     got = [results.get(timeout=60) for _ in procs]
@@ -110,7 +110,9 @@ def test_two_processes_share_one_budget(db: str, request: pytest.FixtureRequest)
     times = store.recorded()
     store.close()
     assert len(times) == sum(got)
-    assert len(times) >= 15  # the budget was actually used: 10 at once, more a second later
+    # The budget was actually used: 10 at once, 10 more a second later and again at 2 s (about
+    # 30); 15 leaves room for a slow start on a loaded machine.
+    assert len(times) >= 15
     busiest = max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
     assert busiest <= 10, f"{busiest} slots within one second"
 

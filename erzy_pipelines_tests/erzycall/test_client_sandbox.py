@@ -14,7 +14,7 @@ from erzy_pipelines.erzycall import (
     Window,
     errors,
 )
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, DEMO_GROUPS
 
 
 def make(sandbox, key: str = DEMO_API_KEY, **kw) -> ErzyCallClient:
@@ -115,8 +115,8 @@ def test_exact_lookup_pages_past_substring_matches(client):
 
 
 def test_list_contact_groups(client):
-    groups = {g.id: g.name for g in client.list_contact_groups()}
-    assert groups["grp_vip"] == "VIP" and len(groups) >= 2
+    groups = [(g.id, g.name) for g in client.list_contact_groups()]
+    assert groups == list(DEMO_GROUPS)  # every preloaded group, once, in order
     assert client.last_attempts == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -156,21 +157,41 @@ def test_two_limiters_sharing_a_store_share_the_budget():
     assert a.try_acquire() == pytest.approx(5.0) and b.try_acquire() == pytest.approx(5.0)
 
 
-def test_store_is_thread_safe():
-    store = InMemoryRateLimitStore()
-    granted = []
+@pytest.fixture
+def eager_thread_switching():
+    """Switch threads every microsecond, not every 5 ms, so a race shows up in a short test."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
 
-    def worker() -> None:
-        for _ in range(200):
-            if store.try_acquire(0.0, (Window(250, 10.0),)) == 0.0:
-                granted.append(1)
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(granted) == 250
+def test_store_is_thread_safe(eager_thread_switching):
+    # Without the store's lock, about half of these rounds grant 251 or hit "deque mutated
+    # during iteration"; ten rounds (~0.3 s) make a miss very unlikely.
+    for _ in range(10):
+        store = InMemoryRateLimitStore()
+        granted: list[int] = []
+        failures: list[BaseException] = []
+        start = threading.Barrier(4)
+
+        def worker(store=store, granted=granted, failures=failures, start=start) -> None:
+            start.wait()
+            try:
+                for _ in range(200):
+                    if store.try_acquire(0.0, (Window(250, 10.0),)) == 0.0:
+                        granted.append(1)
+            except Exception as exc:  # noqa: BLE001 - reported by the assert below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == [] and len(granted) == 250
 
 
 def test_client_takes_a_slot_for_every_attempt_including_retries():

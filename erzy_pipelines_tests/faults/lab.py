@@ -255,6 +255,13 @@ class FaultLab:
         )
         self.store = StateStore(self.h.state_url)
 
+    def use_state_database(self, url: str) -> None:
+        """Keep the sync's state (and its shared rate-limit budget) in ``url`` from now on."""
+        self.mp.setenv("ERZY_STATE_DATABASE_URL", url)
+        self.h.state_url = url
+        self.store.close()
+        self.store = StateStore(url)
+
     # -- the sandbox -------------------------------------------------------------------------
     def start_sandbox(self, port: int = 0) -> SandboxServer:
         srv = SandboxServer(

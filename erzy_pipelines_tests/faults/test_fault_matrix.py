@@ -25,8 +25,10 @@ with its guarantee switched off and assert that the checker goes red (second tab
 - SIGKILL mid-run: the killed run's pending intent is forgotten (as if the intent were not
   committed before the send) → the rerun sends the in-flight contact under a new key → duplicate.
 - CRM unreachable: the connection error rendered with the password → the checker finds it.
-- state database down: the send goes ahead although the intent could not be committed → a
-  contact in ErzyCall the state knows nothing about.
+- state database down (a real PostgreSQL outage: connections refused and killed): the send
+  goes ahead although the intent could not be committed, with the shared rate limiter (same
+  database) kept in memory so it cannot refuse the send by itself → a contact in ErzyCall the
+  state knows nothing about.
 - key revoked / scope missing: 401/403 not treated as fatal → requests after the refusal.
 - the audit accounting: deferred contacts left out of the audit → the run no longer accounts
   for its scope.
@@ -53,13 +55,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from erzy_pipelines import upsert
+from erzy_pipelines import resources, upsert
+from erzy_pipelines.assets import sync as sync_assets
 from erzy_pipelines.crm import extract as crm_extract
 from erzy_pipelines.crm import state as state_module
 from erzy_pipelines.crm.state import StateStore
 from erzy_pipelines.erzycall import errors
+from erzy_pipelines.erzycall.ratelimit import InMemoryRateLimitStore
 from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
 from erzy_pipelines.erzycall.transport import Transport
+from erzy_pipelines_tests.conftest import PG_ADMIN_URL
 from erzy_pipelines_tests.faults import report
 from erzy_pipelines_tests.faults.conftest import FAST_RETRY
 from erzy_pipelines_tests.faults.lab import FaultLab, N, Verdict, phones_of
@@ -233,13 +238,16 @@ def test_control_burst_of_429s_without_retries(lab, monkeypatch):
 
 # --------------------------------------------------------------------------- latency > timeout
 
-TIMEOUT, LATENCY = 0.3, 0.6
+# Wide apart, so that on a loaded machine a request is slow only when the fault says so.
+TIMEOUT, LATENCY = 0.5, 1.0
+LATENCY_SCENARIO = f"latency {LATENCY:g}s > timeout {TIMEOUT:g}s"
 
 
 def latency_past_timeout(lab: FaultLab, monkeypatch: pytest.MonkeyPatch) -> tuple[int, Verdict]:
     monkeypatch.setenv("ERZYCALL_TIMEOUT_SECONDS", str(TIMEOUT))
     lab.populate()
-    lab.sandbox.faults.latency, lab.sandbox.faults.latency_rate = LATENCY, 0.3
+    # 12 % of requests (seeded: the same 7 on every run) outlast the client's timeout.
+    lab.sandbox.faults.latency, lab.sandbox.faults.latency_rate = LATENCY, 0.12
     code, _ = lab.sync()
     lab.sandbox.faults.latency = 0.0
     lab.settle(LATENCY + 0.2)  # abandoned requests still finish server-side
@@ -248,7 +256,7 @@ def latency_past_timeout(lab: FaultLab, monkeypatch: pytest.MonkeyPatch) -> tupl
 
 def test_latency_spikes_past_the_client_timeout(lab, monkeypatch):
     code, v = latency_past_timeout(lab, monkeypatch)
-    lab.record("latency 0.6s > timeout 0.3s", v)
+    lab.record(LATENCY_SCENARIO, v)
     assert code == 0
     assert v.ok, v.explain()
     assert lab.slow > 0
@@ -259,7 +267,7 @@ def test_control_timeouts_without_idempotency_keys(lab, monkeypatch):
     fresh_key_per_attempt(monkeypatch)
     _, v = latency_past_timeout(lab, monkeypatch)
     control(
-        "latency 0.6s > timeout 0.3s",
+        LATENCY_SCENARIO,
         "idempotency key (fresh per attempt)",
         f"{v.duplicated} duplicates",
         v.duplicated > 0,
@@ -324,36 +332,48 @@ def test_control_api_unreachable_with_failures_recorded_as_permanent(lab, monkey
 # --------------------------------------------------------------------------- SIGKILL
 
 KILL_AT_WRITE = 7
-KILL_LATENCY = 0.25
 
 
 def killed_mid_run(lab: FaultLab, forget_intent: bool = False) -> dict[str, Any]:
     """A real ``python -m erzy_pipelines.cli sync`` process, killed with SIGKILL while its
-    KILL_AT_WRITE-th write is inside the API (received, not yet answered)."""
+    KILL_AT_WRITE-th write is inside the API (received, not yet answered): the sandbox holds
+    that request until the process is dead, then lets it land."""
     lab.populate()
-    lab.sandbox.faults.latency, lab.sandbox.faults.latency_rate = KILL_LATENCY, 1.0
-    in_flight = threading.Event()
+    in_flight, killed, landed = threading.Event(), threading.Event(), threading.Event()
     posts = Counter()
+    held: list[Any] = []
+    lock = threading.Lock()
 
-    def kill_at_kth_post(req: Any) -> None:
+    def hold_kth_post(req: Any) -> None:
         if req.method == "POST" and req.path.endswith("/contacts"):
-            posts["n"] += 1
-            if posts["n"] == KILL_AT_WRITE:
-                in_flight.set()  # received; answered only after KILL_LATENCY
+            with lock:
+                posts["n"] += 1
+                kth = posts["n"] == KILL_AT_WRITE
+            if kth:
+                held.append(req)
+                in_flight.set()
+                killed.wait(120)  # answered only after its client is dead
 
-    lab.before_request.append(kill_at_kth_post)
+    def note_landed(req: Any, resp: Any) -> None:
+        if held and req is held[0]:
+            landed.set()
+
+    lab.before_request.append(hold_kth_post)
+    lab.after_request.append(note_landed)
     proc, out = lab.spawn("sync", name="killed")
     try:
         assert in_flight.wait(120), "the sync never reached its 7th write:\n" + out.read_text()
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL
     finally:
+        killed.set()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert landed.wait(30), "the held write never landed"
+    lab.before_request.remove(hold_kth_post)
+    lab.after_request.remove(note_landed)
     lab.notes.append("SIGKILL×1")
-    lab.sandbox.faults.latency = 0.0
-    lab.settle(KILL_LATENCY + 0.2)  # the in-flight write lands after its client died
     sent_before = {
         p: r.idempotency_key
         for p, r in zip(phones_of(lab.writes(), lab.sandbox.contacts()), lab.writes(), strict=True)
@@ -390,7 +410,7 @@ def test_sync_process_killed_with_sigkill_then_rerun(lab):
     r = killed_mid_run(lab)
     v: Verdict = r["verdict"]
     lab.record("sync process SIGKILLed mid-run", v)
-    assert KILL_AT_WRITE - 1 <= len(r["present_before"]) <= KILL_AT_WRITE
+    assert len(r["present_before"]) == KILL_AT_WRITE  # the held write landed after the kill
     assert len(r["pending"]) == 1, "the killed run's in-flight intent must be committed"
     assert r["rerun"] == 0 and r["final_run"] == 0
     # The in-flight contact is still leased by the dead run: deferred, first in line next run.
@@ -422,7 +442,10 @@ def test_control_sigkill_with_the_intent_forgotten(lab):
 CRM_PASSWORD = "crm-S3cret-pw"
 
 
-def crm_unreachable(lab: FaultLab, monkeypatch: pytest.MonkeyPatch, capsys) -> str:
+def crm_unreachable(
+    lab: FaultLab, monkeypatch: pytest.MonkeyPatch, capsys
+) -> tuple[int, list[dict], str, int]:
+    """(exit code, run summaries, everything printed, the port nobody listens on)."""
     import socket
 
     lab.populate()
@@ -432,28 +455,34 @@ def crm_unreachable(lab: FaultLab, monkeypatch: pytest.MonkeyPatch, capsys) -> s
     monkeypatch.setenv(
         "CRM_DATABASE_URL", f"postgresql+psycopg://crm_reader:{CRM_PASSWORD}@127.0.0.1:{port}/crm"
     )
-    try:
-        code, _ = lab.sync()
-        message = f"exit code {code}"
-    except Exception as exc:  # the CLI's caller sees this (a traceback on the terminal)
-        message = f"{type(exc).__name__}: {exc}"
+    capsys.readouterr()  # only what this sync prints
+    code, summaries = lab.sync()
     captured = capsys.readouterr()
-    return "\n".join([message, captured.out, captured.err])
+    return code, summaries, captured.out + captured.err, port
 
 
 def test_crm_database_unreachable(lab, monkeypatch, capsys):
-    text = crm_unreachable(lab, monkeypatch, capsys)
+    code, summaries, text, port = crm_unreachable(lab, monkeypatch, capsys)
     lab.notes.append("CRM down×1")
-    sent = lab.stats()["requests"]
+    sent, runs = lab.stats()["requests"], lab.store.runs()
     monkeypatch.setenv("CRM_DATABASE_URL", lab.h.crm_url)  # the CRM is back
     rerun, _ = lab.sync()
     v = lab.check()
     leaked = CRM_PASSWORD in text
     lab.record("CRM database unreachable", v, result="ok" if v.ok and not leaked else "FAIL")
-    # A clear error that names the database (password masked) and nothing sent.
-    assert "cannot connect to the CRM database" in text and "127.0.0.1" in text, text
+    # Found before any run starts: exit code 2, no run, one line that says what to fix, with
+    # the database named and the password masked. No traceback, nothing sent.
+    assert (code, summaries) == (2, []), text
+    error_lines = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and "Traceback" not in text, text
+    line = error_lines[0]
+    assert line.startswith(
+        "error: cannot connect to the CRM database "
+        f"postgresql+psycopg://crm_reader:***@127.0.0.1:{port}/crm: "
+    ), line
+    assert line.endswith(" (check CRM_DATABASE_URL and CRM_MEMBERSHIPS_SQL)"), line
     assert not leaked, text
-    assert sent == 0
+    assert runs == [] and sent == 0
     assert rerun == 0
     assert v.ok, v.explain()
 
@@ -465,7 +494,7 @@ def test_control_crm_error_with_the_password(lab, monkeypatch, capsys):
         )
 
     monkeypatch.setattr(crm_extract, "_connection_error", careless)
-    text = crm_unreachable(lab, monkeypatch, capsys)
+    _, _, text, _ = crm_unreachable(lab, monkeypatch, capsys)
     leaked = CRM_PASSWORD in text
     control(
         "CRM database unreachable",
@@ -479,27 +508,77 @@ def test_control_crm_error_with_the_password(lab, monkeypatch, capsys):
 
 
 class StateOutage:
-    """The state store's writes fail from a chosen moment on.
+    """A real outage of the state database on PostgreSQL: new connections are refused and the
+    open ones killed (``ALLOW_CONNECTIONS false`` + ``pg_terminate_backend``), until ``end()``.
 
-    The shared rate limiter, which lives in the same database, is left working on purpose: in
-    a real outage it would fail too and stop the send by itself, which would hide whether the
-    intent-before-send order is what protects us.
+    Everything in that database goes down together, the shared rate limiter included, as in
+    production. The moments it starts are chosen by wrapping StateStore methods that only watch
+    (the k-th ``begin_intent`` / ``record_success``); the failures themselves are the server's.
     """
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.down = False
-        real = state_module.run_write
+    def __init__(self, url: str) -> None:
+        self.name = sa.make_url(url).database
+        assert self.name and self.name.startswith("erzy_test_"), self.name
+        self.admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        self.down = self.was_down = False
 
-        def run_write(engine, fn, *args, **kwargs):
-            if self.down:
-                raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error (injected)"))
-            return real(engine, fn, *args, **kwargs)
+    def begin(self) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f"ALTER DATABASE {self.name} ALLOW_CONNECTIONS false"))
+            others = "datname = :name AND pid <> pg_backend_pid()"
+            conn.execute(
+                sa.text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}"),
+                {"name": self.name},
+            )
+            # pg_terminate_backend only signals: wait until every session is really gone.
+            deadline = time.monotonic() + 10
+            count = sa.text(f"SELECT count(*) FROM pg_stat_activity WHERE {others}")
+            while conn.execute(count, {"name": self.name}).scalar_one():
+                assert time.monotonic() < deadline, "backends of the state DB did not end"
+                time.sleep(0.01)
+        self.down = self.was_down = True
 
-        monkeypatch.setattr(state_module, "run_write", run_write)
+    def end(self) -> None:
+        if self.down:
+            with self.admin.connect() as conn:
+                conn.execute(sa.text(f"ALTER DATABASE {self.name} ALLOW_CONNECTIONS true"))
+            self.down = False
+
+    def close(self) -> None:
+        self.end()
+        self.admin.dispose()
+
+
+def back_after_the_step(outage: StateOutage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outage lasts through the sync step and its retries; the database is back when the
+    CLI reads its summary (see test_cli_summary_with_the_state_database_still_down)."""
+    import dagster as dg
+
+    real_materialize = dg.materialize
+
+    def materialize(*args, **kwargs):
+        try:
+            return real_materialize(*args, **kwargs)
+        finally:
+            outage.end()
+
+    monkeypatch.setattr(dg, "materialize", materialize)
+
+
+@pytest.fixture
+def outage(lab: FaultLab, pg_url: str):
+    """The lab's state database on PostgreSQL, and the means to take it down for real."""
+    lab.use_state_database(pg_url)
+    o = StateOutage(pg_url)
+    try:
+        yield o
+    finally:
+        o.close()
 
 
 def state_down(
     lab: FaultLab,
+    outage: StateOutage,
     monkeypatch: pytest.MonkeyPatch,
     *,
     when: str,
@@ -507,14 +586,13 @@ def state_down(
     k: int = 8,
 ) -> dict[str, Any]:
     lab.populate()
-    outage = StateOutage(monkeypatch)
     calls = Counter()
     real_begin, real_success = StateStore.begin_intent, StateStore.record_success
 
     def begin_intent(self, *args, **kwargs):
         calls["begin"] += 1
         if when == "before_send" and calls["begin"] == k + 1:
-            outage.down = True
+            outage.begin()
         try:
             return real_begin(self, *args, **kwargs)
         except sa.exc.OperationalError:
@@ -525,21 +603,23 @@ def state_down(
     def record_success(self, *args, **kwargs):
         calls["success"] += 1
         if when == "after_send" and calls["success"] == k + 1:
-            outage.down = True
+            outage.begin()
         return real_success(self, *args, **kwargs)
 
     monkeypatch.setattr(StateStore, "begin_intent", begin_intent)
     monkeypatch.setattr(StateStore, "record_success", record_success)
+    back_after_the_step(outage, monkeypatch)
     code, _ = lab.sync()
+    was_down = outage.was_down
     writes_during = lab.stats()["writes"]
     during = lab.check(final=False)
-    outage.down = False
     lab.notes.append("state DB down×1")
     rerun, _ = lab.sync()
     leases = lab.age_leases()
     final_run, _ = lab.sync()
     return {
         "code": code,
+        "was_down": was_down,
         "writes_during": writes_during,
         "during": during,
         "rerun": rerun,
@@ -549,33 +629,32 @@ def state_down(
     }
 
 
-def test_state_database_blip_recovered_by_the_step_retry(lab, monkeypatch):
+def test_state_database_blip_recovered_by_the_step_retry(lab, outage, monkeypatch):
     """Down between a send and its record, back when Dagster retries the step: the same run
     finishes the job (same run id, so its own lease and pending intent are picked up)."""
     k = 8
     lab.populate()
-    outage = StateOutage(monkeypatch)
-    real_success, real_start = StateStore.record_success, StateStore.start_run
+    real_success, real_run_sync = StateStore.record_success, sync_assets.run_sync
     calls = Counter()
 
     def record_success(self, *args, **kwargs):
         calls["success"] += 1
         if calls["success"] == k + 1:
-            outage.down = True
+            outage.begin()
         return real_success(self, *args, **kwargs)
 
-    def start_run(self, *args, **kwargs):
+    def run_sync(*args, **kwargs):  # the step's work, called once per step attempt
         calls["attempts"] += 1
-        outage.down = False  # the retried step finds the database back
-        return real_start(self, *args, **kwargs)
+        outage.end()  # the retried step finds the database back
+        return real_run_sync(*args, **kwargs)
 
     monkeypatch.setattr(StateStore, "record_success", record_success)
-    monkeypatch.setattr(StateStore, "start_run", start_run)
+    monkeypatch.setattr(sync_assets, "run_sync", run_sync)
     code, summaries = lab.sync()
     lab.notes.append("state DB blip×1")
     v = lab.check()
     lab.record("state DB blip, step retried", v)
-    assert calls["attempts"] == 2 and len(lab.store.runs()) == 1
+    assert calls["success"] > k and calls["attempts"] == 2 and len(lab.store.runs()) == 1
     assert code == 0
     assert v.ok, v.explain()
     assert summaries[0]["created"] == N, summaries  # counted once each, across both attempts
@@ -583,24 +662,27 @@ def test_state_database_blip_recovered_by_the_step_retry(lab, monkeypatch):
 
 
 @pytest.mark.parametrize("when", ["before_send", "after_send"])
-def test_state_database_unavailable_mid_run(lab, monkeypatch, when):
+def test_state_database_unavailable_mid_run(lab, outage, monkeypatch, when):
     k = 8
-    r = state_down(lab, monkeypatch, when=when, k=k)
+    r = state_down(lab, outage, monkeypatch, when=when, k=k)
     v: Verdict = r["verdict"]
     lab.record(f"state DB down mid-run ({when.replace('_', ' ')})", v)
-    assert r["code"] == 1
+    assert r["was_down"] and r["code"] == 1
     # Nothing is sent that the state cannot record: before the send, the k+1-th contact is not
     # sent at all; after it, it is in ErzyCall with its intent (and key) committed.
     assert r["writes_during"] == (k if when == "before_send" else k + 1)
-    assert r["during"].ok or not [p for p in r["during"].problems if "unknown to the state" in p]
     assert not [p for p in r["during"].problems if "unknown to the state" in p], r["during"]
     assert r["rerun"] == 0 and r["final_run"] == 0
     assert v.ok, v.explain()
     assert lab.stats()["writes"] == N
 
 
-def test_control_state_down_sending_without_a_committed_intent(lab, monkeypatch):
-    r = state_down(lab, monkeypatch, when="before_send", send_anyway=True)
+def test_control_state_down_sending_without_a_committed_intent(lab, outage, monkeypatch):
+    # The shared rate limiter lives in the state database and would refuse the send by itself;
+    # here it is kept in memory so that only the intent-before-send order is switched off.
+    in_memory = lambda url, key_id: InMemoryRateLimitStore()  # noqa: E731
+    monkeypatch.setattr(resources, "SqlRateLimitStore", in_memory)
+    r = state_down(lab, outage, monkeypatch, when="before_send", send_anyway=True)
     unknown = [p for p in r["during"].problems if "unknown to the state" in p]
     control(
         "state DB down mid-run (before send)",
@@ -608,6 +690,22 @@ def test_control_state_down_sending_without_a_committed_intent(lab, monkeypatch)
         f"{len(unknown)} contact(s) in ErzyCall unknown to the state",
         bool(unknown),
     )
+
+
+def test_cli_summary_with_the_state_database_still_down(lab, outage, monkeypatch):
+    lab.populate()
+    real_success = StateStore.record_success
+    calls = Counter()
+
+    def record_success(self, *args, **kwargs):
+        calls["success"] += 1
+        if calls["success"] == 9:
+            outage.begin()
+        return real_success(self, *args, **kwargs)
+
+    monkeypatch.setattr(StateStore, "record_success", record_success)
+    code, summaries = lab.sync()
+    assert outage.down and code == 1 and summaries[0]["status"] == "FAILED"
 
 
 # --------------------------------------------------------------------------- key revoked, scope
