@@ -78,16 +78,13 @@ def _pre_send_rows(
         for m in merges
     ]
     rows += [
-        OperationResult(
-            phone=op.contact.phone,
-            crm_ids=tuple(op.contact.crm_ids),
+        OperationResult.of(
+            op,
+            "rejected",
             action="skip",
-            outcome="rejected",
             error_code="previously_rejected_by_api",
             error_message="the API rejected this exact payload before; "
             "not sent until the contact changes",
-            remote_id=op.remote_id,
-            payload_hash=op.payload_hash,
         )
         for op in skipped
     ]

@@ -81,6 +81,21 @@ class OperationResult:
     payload_hash: str | None = None
     unavailable: bool = False  # failed for want of the API (network, 5xx, 429), every retry spent
 
+    @classmethod
+    def of(cls, op: Operation, outcome: str, **fields: Any) -> OperationResult:
+        """The result row of a planned operation; ``fields`` add status, error, attempts..."""
+        row = cls(
+            phone=op.contact.phone,
+            crm_ids=tuple(op.contact.crm_ids),
+            action=str(op.action),
+            outcome=outcome,
+            remote_id=op.remote_id,
+            payload_hash=op.payload_hash,
+        )
+        for name, value in fields.items():
+            setattr(row, name, value)
+        return row
+
     def audit_row(self, run_id: str, partition_key: str) -> dict[str, Any]:
         return {
             "run_id": run_id,
@@ -136,14 +151,7 @@ class _Executor:
     # Each method returns the finished OperationResult; state is committed inside.
     def run(self, op: Operation) -> OperationResult:
         phone = op.contact.phone
-        result = OperationResult(
-            phone=phone,
-            crm_ids=tuple(op.contact.crm_ids),
-            action=str(op.action),
-            outcome="failed",
-            payload_hash=op.payload_hash,
-            remote_id=op.remote_id,
-        )
+        result = OperationResult.of(op, "failed")
         if not self.store.begin_intent(
             phone, self.run_id, op.intent_seq, op.payload_hash, op.idempotency_key
         ):
@@ -250,18 +258,7 @@ class _Executor:
 
 
 def _deferred(ops: Iterable[Operation], reason: str) -> list[OperationResult]:
-    return [
-        OperationResult(
-            phone=op.contact.phone,
-            crm_ids=tuple(op.contact.crm_ids),
-            action=str(op.action),
-            outcome="deferred",
-            error_code=reason,
-            remote_id=op.remote_id,
-            payload_hash=op.payload_hash,
-        )
-        for op in ops
-    ]
+    return [OperationResult.of(op, "deferred", error_code=reason) for op in ops]
 
 
 def _replan_under_lease(store: Any, op: Operation) -> Operation | None:
@@ -279,30 +276,12 @@ def _replan_under_lease(store: Any, op: Operation) -> Operation | None:
 
 
 def _unchanged(op: Operation) -> OperationResult:
-    return OperationResult(
-        phone=op.contact.phone,
-        crm_ids=tuple(op.contact.crm_ids),
-        action=str(op.action),
-        outcome="unchanged",
-        error_code="done_by_another_run",
-        remote_id=op.remote_id,
-        payload_hash=op.payload_hash,
-    )
+    return OperationResult.of(op, "unchanged", error_code="done_by_another_run")
 
 
 def planned_results(plan: Plan) -> list[OperationResult]:
     """Audit rows for a dry run: every operation the plan would send, nothing sent."""
-    return [
-        OperationResult(
-            phone=op.contact.phone,
-            crm_ids=tuple(op.contact.crm_ids),
-            action=str(op.action),
-            outcome="planned",
-            remote_id=op.remote_id,
-            payload_hash=op.payload_hash,
-        )
-        for op in plan.operations
-    ]
+    return [OperationResult.of(op, "planned") for op in plan.operations]
 
 
 def execute_plan(
@@ -350,16 +329,13 @@ def execute_plan(
             try:
                 result = executor.run(op)
             except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:
-                failed = OperationResult(
-                    phone=op.contact.phone,
-                    crm_ids=tuple(op.contact.crm_ids),
-                    action=str(op.action),
-                    outcome="failed",
+                failed = OperationResult.of(
+                    op,
+                    "failed",
                     http_status=exc.status,
                     error_code=exc.code,
                     error_message=str(exc),
                     attempts=exc.attempts,
-                    payload_hash=op.payload_hash,
                 )
                 rest = _deferred(ops[index + 1 :], "run_aborted")
                 report.results += [failed, *rest]
