@@ -13,7 +13,7 @@ anything) never become SQL text. The SQL itself runs exactly as written — no b
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -148,15 +148,21 @@ def _columns(result: sa.CursorResult[Any], what: str) -> list[str]:
     return names
 
 
-def check_contact_columns(columns: Iterable[str], what: str = "contacts query") -> None:
-    """Raise QueryShapeError unless ``columns`` are canonical contact columns."""
+def _require(columns: Iterable[str], required: Sequence[str], what: str) -> list[str]:
+    """The lower-cased column names; QueryShapeError naming any required one that is missing."""
     cols = [c.lower() for c in columns]
-    missing = [c for c in CONTACT_REQUIRED if c not in cols]
+    missing = [c for c in required if c not in cols]
     if missing:
         raise QueryShapeError(
             f"{what} is missing required column(s): {', '.join(missing)} "
-            f"(returned: {', '.join(cols) or 'none'}; required: {', '.join(CONTACT_REQUIRED)})"
+            f"(returned: {', '.join(cols) or 'none'}; required: {', '.join(required)})"
         )
+    return cols
+
+
+def check_contact_columns(columns: Iterable[str], what: str = "contacts query") -> None:
+    """Raise QueryShapeError unless ``columns`` are canonical contact columns."""
+    cols = _require(columns, CONTACT_REQUIRED, what)
     reserved = [c for c in cols if c in RESERVED_COLUMNS]
     if reserved:
         raise QueryShapeError(
@@ -177,13 +183,7 @@ def check_contact_columns(columns: Iterable[str], what: str = "contacts query") 
 
 def check_membership_columns(columns: Iterable[str], what: str = "memberships query") -> None:
     """Raise QueryShapeError unless ``columns`` are exactly the membership columns."""
-    cols = [c.lower() for c in columns]
-    missing = [c for c in MEMBERSHIP_REQUIRED if c not in cols]
-    if missing:
-        raise QueryShapeError(
-            f"{what} is missing required column(s): {', '.join(missing)} "
-            f"(returned: {', '.join(cols) or 'none'}; required: {', '.join(MEMBERSHIP_REQUIRED)})"
-        )
+    cols = _require(columns, MEMBERSHIP_REQUIRED, what)
     unknown = [c for c in cols if c not in MEMBERSHIP_REQUIRED]
     if unknown:
         raise QueryShapeError(

@@ -18,12 +18,16 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .state import create_store_engine, create_tables, insert_ignore, run_write
+from .state import (
+    ID_TYPE,
+    TABLE_OPTIONS,
+    create_store_engine,
+    create_tables,
+    insert_ignore,
+    run_write,
+)
 
 __all__ = ["SqlRateLimitStore", "key_id_for", "rate_limit_events", "rate_limit_keys"]
-
-_Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_TABLE_KW = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
 
 metadata = sa.MetaData()
 
@@ -31,17 +35,17 @@ rate_limit_keys = sa.Table(
     "erzy_rate_limit_keys",
     metadata,
     sa.Column("key_id", sa.String(64), primary_key=True),
-    **_TABLE_KW,
+    **TABLE_OPTIONS,
 )
 
 rate_limit_events = sa.Table(
     "erzy_rate_limit_events",
     metadata,
-    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Column("at", sa.Double(), nullable=False),  # epoch seconds; DOUBLE keeps sub-ms precision
     sa.Index("ix_erzy_rate_limit_events_key_at", "key_id", "at"),
-    **_TABLE_KW,
+    **TABLE_OPTIONS,
 )
 
 

@@ -90,8 +90,8 @@ class UtcDateTime(sa.TypeDecorator):
 
 # MariaDB's TEXT stops at 64 KB; a payload with large custom fields must still fit.
 _LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
-_Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrement needs INTEGER
-_TABLE_KW = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
+ID_TYPE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrement needs INTEGER
+TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}  # for every erzy_ table
 
 metadata = sa.MetaData()
 
@@ -117,13 +117,13 @@ contact_state = sa.Table(
     sa.Column("lease_run_id", sa.String(64), index=True),
     sa.Column("lease_until", sa.Double()),  # epoch seconds; DOUBLE, a 4-byte FLOAT loses minutes
     sa.Column("updated_at", UtcDateTime()),
-    **_TABLE_KW,
+    **TABLE_OPTIONS,
 )
 
 sync_audit = sa.Table(
     "erzy_sync_audit",
     metadata,
-    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(64), index=True),
     sa.Column("partition_key", sa.String(255)),
     sa.Column("crm_ids", sa.Text()),
@@ -137,7 +137,7 @@ sync_audit = sa.Table(
     sa.Column("remote_id", sa.String(64)),
     sa.Column("payload_hash", sa.String(64)),
     sa.Column("created_at", UtcDateTime(), nullable=False),
-    **_TABLE_KW,
+    **TABLE_OPTIONS,
 )
 
 sync_runs = sa.Table(
@@ -150,7 +150,7 @@ sync_runs = sa.Table(
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("dry_run", sa.Boolean(), nullable=False, default=False),
     *(sa.Column(name, sa.Integer(), nullable=False, default=0) for name in RUN_COUNT_FIELDS),
-    **_TABLE_KW,
+    **TABLE_OPTIONS,
 )
 
 AUDIT_FIELDS = tuple(c.name for c in sync_audit.columns if c.name != "id")
