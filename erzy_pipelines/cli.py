@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,17 +29,34 @@ DEMO_RATE_LIMITS = "3000/60,100000/3600"
 SUMMARY_COLUMNS = RUN_COUNT_FIELDS  # the erzy_sync_runs counters, in table order
 
 
+INSTANCE_TEMPLATE = Path(__file__).resolve().parent / "dagster.yaml"
+#: First lines of the instance settings this package wrote (this version's, and earlier ones'):
+#: a $DAGSTER_HOME/dagster.yaml starting with one of them is kept equal to the template.
+MANAGED_FIRST_LINES = (
+    INSTANCE_TEMPLATE.read_text().splitlines()[0],
+    "# Local Dagster instance settings. `erzy-pipelines sync|demo|dev` copy this file into",
+)
+
+
 def ensure_dagster_home() -> Path:
-    """Use $DAGSTER_HOME, or data/dagster_home with the repository's dagster.yaml."""
+    """Use $DAGSTER_HOME, or data/dagster_home; give it the package's dagster.yaml.
+
+    The file comes from the installed package (not a checkout), so the pools, run retries and
+    run monitoring apply wherever the package is installed. A file the user manages (its first
+    line is not ours) is left alone.
+    """
     if os.environ.get("DAGSTER_HOME"):
         home = Path(os.environ["DAGSTER_HOME"])
     else:
         home = data_dir() / "dagster_home"
         os.environ["DAGSTER_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
-    template = Path(__file__).resolve().parents[1] / "dagster.yaml"
-    if not (home / "dagster.yaml").exists() and template.exists():
-        shutil.copy(template, home / "dagster.yaml")
+    target, template = home / "dagster.yaml", INSTANCE_TEMPLATE.read_text()
+    current = target.read_text() if target.exists() else None
+    first_line = current.splitlines()[0] if current else ""
+    managed = current is None or first_line in MANAGED_FIRST_LINES
+    if managed and current != template:
+        target.write_text(template)
     return home
 
 
@@ -60,12 +76,18 @@ def run_sync(
     instance=None,
     log_level: str = "INFO",
 ) -> tuple[int, list[dict]]:
-    """Run the sync assets for all groups (one run) or for each chosen group; return
-    (exit code, one summary row per run). Exit code 1 when a run failed or operations failed."""
+    """Run the ``erzycall_sync`` job (``erzycall_plan`` on a dry run) for all groups (one run)
+    or for each chosen group; return (exit code, one summary row per run).
+
+    Exit code 1 when a run or an operation failed, 130 when a run was stopped (SIGTERM, Ctrl-C).
+    Before launching, runs of this instance whose process is gone are marked failed and their
+    pool slots freed, so a killed sync never blocks this one.
+    """
     import dagster as dg
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
         ASSET_PARTITION_RANGE_START_TAG,
+        MAX_RETRIES_TAG,
     )
 
     from erzy_pipelines.crm.extract import (
@@ -75,14 +97,16 @@ def run_sync(
         read_sql_file,
     )
     from erzy_pipelines.crm.state import StateStore
-    from erzy_pipelines.definitions import SYNC_ASSETS, build_resources
+    from erzy_pipelines.definitions import build_definitions
     from erzy_pipelines.partitions import CRM_GROUPS_PARTITIONS_NAME, sync_partitions
+    from erzy_pipelines.runtime.dead_runs import reap_dead_runs
+    from erzy_pipelines.runtime.process import ProcessIdentity
 
     apply_env_defaults()
     if instance is None:
         ensure_dagster_home()
         instance = dg.DagsterInstance.get()
-    resources = build_resources()  # checks every setting before touching any database
+    defs = build_definitions()  # checks every setting before touching any database
     try:
         crm_keys = discover_group_keys(
             create_crm_engine(env("CRM_DATABASE_URL")),
@@ -94,18 +118,6 @@ def run_sync(
         return 2, []
     sync_partitions(instance, crm_keys)
     known = instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME)
-    run_config = {
-        "loggers": {"console": {"config": {"log_level": log_level}}},
-        "ops": {
-            "erzycall_contacts": {
-                "config": {
-                    "dry_run": dry_run,
-                    "full_resync": full_resync,
-                    "max_requests": max_requests,
-                }
-            }
-        },
-    }
     if groups:
         unknown = [g for g in groups if g not in known]
         if unknown:
@@ -116,29 +128,40 @@ def run_sync(
             return 2, []
         launches = [{"partition_key": g} for g in groups]
     else:
-        launches = [
-            {
-                "tags": {
-                    ASSET_PARTITION_RANGE_START_TAG: known[0],
-                    ASSET_PARTITION_RANGE_END_TAG: known[-1],
-                }
+        range_tags = {
+            ASSET_PARTITION_RANGE_START_TAG: known[0],
+            ASSET_PARTITION_RANGE_END_TAG: known[-1],
+        }
+        launches = [{"tags": range_tags}]
+    for line in reap_dead_runs(instance):
+        print(f"note: {line}", file=sys.stderr)
+    job = defs.resolve_job_def("erzycall_plan" if dry_run else "erzycall_sync")
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    if not dry_run:
+        run_config["ops"] = {
+            "sync_contacts": {
+                "config": {"full_resync": full_resync, "max_requests": max_requests}
             }
-        ]
+        }
+    # The CLI's own process is the run's process; a killed CLI run is not retried behind the
+    # user's back (they rerun it), only runs the daemon launched are.
+    cli_tags = {**ProcessIdentity.current().tags(), MAX_RETRIES_TAG: "0"}
     store = StateStore(env("ERZY_STATE_DATABASE_URL"))
     summaries, exit_code = [], 0
     for launch in launches:
-        result = dg.materialize(
-            SYNC_ASSETS,
+        result = job.execute_in_process(
             instance=instance,
-            resources=resources,
             run_config=run_config,
             raise_on_error=False,
-            **launch,
+            partition_key=launch.get("partition_key"),
+            tags={**cli_tags, **launch.get("tags", {})},
         )
         run = _run_row(store, result.run_id)
+        status = instance.get_run_by_id(result.run_id).status
+        stopped = status == dg.DagsterRunStatus.CANCELED
         row = {
             "scope": launch.get("partition_key", "all"),
-            "status": "ok" if result.success else "FAILED",
+            "status": "ok" if result.success else ("STOPPED" if stopped else "FAILED"),
         }
         row.update({c: (run or {}).get(c) or 0 for c in SUMMARY_COLUMNS})
         summaries.append(row)
@@ -147,6 +170,9 @@ def run_sync(
             for event in result.all_events:
                 if event.is_step_failure and event.step_failure_data:
                     print(f"error: {_error_text(event.step_failure_data.error)}", file=sys.stderr)
+        if stopped:
+            print(f"stopped: run {result.run_id} was canceled", file=sys.stderr)
+            return 130, summaries
     return exit_code, summaries
 
 

@@ -1,4 +1,5 @@
-"""The one Definitions object: assets (with their checks), resources, job, schedule and sensor.
+"""The one Definitions object: the sync assets (with their checks), resources, the sync and
+plan jobs, the daily schedule and the groups sensor.
 
 Unset environment variables get their defaults first (see ``settings.py``), so every resource
 field can come from ``dg.EnvVar`` and the UI never shows a secret's value.
@@ -8,9 +9,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from erzy_pipelines.assets.contacts import crm_contacts, deduped_contacts, normalized_contacts
-from erzy_pipelines.assets.sync import erzycall_contacts, sync_audit
-from erzy_pipelines.io_manager import PartitionSetPickleIOManager
+from erzy_pipelines.assets.plan import erzycall_plan
+from erzy_pipelines.assets.sync import sync_contacts
 from erzy_pipelines.resources import (
     CrmDatabaseResource,
     ErzyCallResource,
@@ -19,9 +19,7 @@ from erzy_pipelines.resources import (
 )
 from erzy_pipelines.schedules import build_daily_schedule, sync_job
 from erzy_pipelines.sensors import crm_groups_sensor
-from erzy_pipelines.settings import SettingError, apply_env_defaults, data_dir, env
-
-SYNC_ASSETS = [crm_contacts, normalized_contacts, deduped_contacts, erzycall_contacts, sync_audit]
+from erzy_pipelines.settings import SettingError, apply_env_defaults, env
 
 
 def _number(name: str, kind: type[int] | type[float]) -> int | float:
@@ -59,15 +57,15 @@ def build_resources() -> dict[str, object]:
             max_run_seconds=_number("ERZY_MAX_RUN_SECONDS", float),
             reject_rate_warn=_number("ERZY_REJECT_RATE_WARN", float),
         ),
-        "frames_io_manager": PartitionSetPickleIOManager(base_dir=str(data_dir() / "assets")),
     }
 
 
 def build_definitions() -> dg.Definitions:
     apply_env_defaults()
     return dg.Definitions(
-        assets=SYNC_ASSETS,
-        jobs=[sync_job],
+        assets=[sync_contacts],
+        jobs=[sync_job, erzycall_plan],
+        executor=dg.in_process_executor,  # one step per run: no subprocess per step
         schedules=[build_daily_schedule(env("ERZY_SCHEDULE_CRON"))],
         sensors=[crm_groups_sensor],
         resources=build_resources(),

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
 
+from erzy_pipelines.core.group_figures import UNGROUPED_KEY
+
 CRM_GROUPS_PARTITIONS_NAME = "crm_groups"
-UNGROUPED_KEY = "_ungrouped"
 
 crm_groups_partitions = dg.DynamicPartitionsDefinition(name=CRM_GROUPS_PARTITIONS_NAME)
 
@@ -53,11 +54,24 @@ def scope_from_partition_keys(selected: Sequence[str], known: Iterable[str]) -> 
     )
 
 
-def scope_for(context: dg.AssetExecutionContext) -> SyncScope:
+def run_partition_keys(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> list[str]:
+    """The partition keys a run covers ([] for a run without partitions)."""
     if not context.has_partition_key and not context.has_partition_key_range:
-        return FULL_SCOPE
+        return []
+    return list(context.partition_keys)
+
+
+def scope_for(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> SyncScope:
     known = context.instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME)
-    return scope_from_partition_keys(list(context.partition_keys), known)
+    return scope_from_partition_keys(run_partition_keys(context), known)
+
+
+def unknown_groups(scope: SyncScope, crm_groups: Iterable[str]) -> list[str]:
+    """Selected groups the CRM does not have (a partition added by hand, or a group deleted
+    since the sensor's last tick). A full run has none: it covers whatever the CRM holds."""
+    if scope.groups is None:
+        return []
+    return sorted(scope.groups - set(crm_groups))
 
 
 def usable_partition_key(group_key: str) -> bool:

@@ -8,7 +8,7 @@ import contextlib
 import functools
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -82,21 +82,28 @@ class ErzyCallResource(dg.ConfigurableResource):
                 "(`erzy-pipelines sandbox`)."
             )
 
-    def make_client(self, shared_budget_url: str | None) -> ErzyCallClient:
-        """A client whose rate limiter shares this key's budget through the state database."""
+    def make_client(
+        self, shared_budget_url: str | None, sleep: Callable[[float], None] = time.sleep
+    ) -> ErzyCallClient:
+        """A client whose rate limiter shares this key's budget through the state database.
+
+        ``sleep`` is used for every wait (the limiter, retry backoff): a stoppable sleep lets a
+        run stop within a second while it waits for its turn.
+        """
         self.check_usable()
         windows = tuple(Window(w.limit, w.seconds) for w in self.windows())
         if shared_budget_url:
             store = SqlRateLimitStore(shared_budget_url, key_id=self.key_id())
-            limiter = RateLimiter(windows=windows, store=store, clock=time.time, sleep=time.sleep)
+            limiter = RateLimiter(windows=windows, store=store, clock=time.time, sleep=sleep)
         else:
-            limiter = RateLimiter(windows=windows)
+            limiter = RateLimiter(windows=windows, sleep=sleep)
         return ErzyCallClient(
             api_key=self.api_key,
             base_url=self.base_url,
             limiter=limiter,
             timeout=self.timeout_seconds,
             allow_insecure_http=self.allow_insecure_http,
+            sleep=sleep,
         )
 
 

@@ -6,14 +6,16 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from erzy_pipelines.assets.sync import GROUP
 from erzy_pipelines.partitions import CRM_GROUPS_PARTITIONS_NAME, UNGROUPED_KEY
-
-GROUP = "erzycall_sync"
 
 sync_job = dg.define_asset_job(
     "erzycall_sync",
     selection=dg.AssetSelection.groups(GROUP),
-    description="CRM → normalize → dedupe → upsert → audit for the selected contact groups.",
+    executor_def=dg.in_process_executor,
+    description="CRM → normalize → dedupe → upsert → audit for the selected contact groups. "
+    "Launch it for some groups (partitions) or backfill them from its Partitions tab; the "
+    "daily schedule runs every group in one run.",
 )
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from erzy_pipelines.core.plan import Operation, Plan
 from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.erzycall.models import Contact as RemoteContact
+from erzy_pipelines.runtime.stop import StopSignal, SyncStopped
 from erzy_pipelines.upsert import (
     Budget,
     OperationResult,
@@ -156,12 +158,18 @@ def run_sync(
     reconcile: bool = False,
     budget: Budget | None = None,
     on_progress: ProgressCallback | None = None,
+    stop: StopSignal | None = None,
+    send_slot: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> RunSummary:
     """Plan the contacts against the state, then send (or, on a dry run, only record) the plan.
 
     Rejects, merges and unchanged contacts cost no request. ``reconcile`` first lists ErzyCall
     (⌈N/100⌉ requests) and plans against what is really there instead of the stored hashes.
     A dry run never builds a client, so it cannot send anything.
+
+    ``send_slot`` is entered right before the first request and left after the last (the
+    ``erzycall_api`` pool slot): a run with nothing to send never waits for it. ``stop`` ends
+    the sending early (see :func:`execute_plan`); a stop during the listing raises SyncStopped.
     """
     from erzy_pipelines.core.plan import plan_operations
 
@@ -172,10 +180,18 @@ def run_sync(
     skips_audited = {r["phone"] for r in earlier if r["action"] == "skip"}
     store.start_run(run_id, partition_key, dry_run)
     states = store.load_states([c.phone for c in contacts])
-    client = None if dry_run else client_factory()
+    client: ErzyCallClient | None = None
     report = SyncReport()
+    sending = contextlib.ExitStack()
+
+    def open_client() -> ErzyCallClient:
+        sending.enter_context(send_slot())
+        opened = sending.enter_context(contextlib.closing(client_factory()))
+        return opened
+
     try:
-        if reconcile and client is not None:
+        if reconcile and not dry_run:
+            client = open_client()
             before = client.requests_sent
             states = states_from_remote(states, client.list_contacts(limit=100))
             report.requests += client.requests_sent - before
@@ -193,10 +209,11 @@ def run_sync(
             and not (r.action == "skip" and r.phone in skips_audited)
         ]
         store.add_audit([r.audit_row(run_id, partition_key) for r in pre])
-        if client is None:
+        if dry_run:
             report.results = planned_results(plan)
             store.add_audit([r.audit_row(run_id, partition_key) for r in report.results])
-        else:
+        elif plan.operations:
+            client = client or open_client()
             sent = execute_plan(
                 plan,
                 client=client,
@@ -206,21 +223,30 @@ def run_sync(
                 budget=budget or Budget(),
                 on_progress=on_progress,
                 reconciled=reconcile,
+                stop=stop,
             )
             sent.requests += report.requests
             report = sent
+        sending.close()
         outcomes = _run_counts(store, run_id, plan.unchanged)
         counts = {name: sum(outcomes[o] for o in feeds) for name, feeds in RUN_COUNTERS.items()}
         counts["requests"] = report.requests
-        status = "aborted" if report.aborted else ("failed" if counts["failed"] else "succeeded")
-        store.finish_run(run_id, counts, status)
+        store.finish_run(run_id, counts, _status(report, counts))
         return RunSummary(plan=plan, report=report, counts=counts, dry_run=dry_run)
-    except Exception:
-        # Infrastructure gone mid-run: close the run row if the state database still answers;
-        # the step retry (or the next run) starts a fresh one.
+    except BaseException as exc:
+        # Stopped, or infrastructure gone mid-run: close the run row if the state database
+        # still answers; the step retry (or the next run) starts a fresh one.
+        status = "stopped" if isinstance(exc, SyncStopped) else "failed"
         with contextlib.suppress(Exception):
-            store.finish_run(run_id, {"requests": report.requests}, "failed")
+            store.finish_run(run_id, {"requests": report.requests}, status)
         raise
     finally:
-        if client is not None:
-            client.close()
+        sending.close()
+
+
+def _status(report: SyncReport, counts: dict[str, int]) -> str:
+    if report.stopped:
+        return "stopped"
+    if report.aborted:
+        return "aborted"
+    return "failed" if counts["failed"] else "succeeded"

@@ -39,6 +39,7 @@ from erzy_pipelines.core.plan import Action, Operation, Plan, plan_contact
 from erzy_pipelines.erzycall import errors
 from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.erzycall.models import Contact as RemoteContact
+from erzy_pipelines.runtime.stop import StopSignal, SyncStopped
 
 #: Outcomes an operation can end in; the audit's ``outcome`` column uses exactly these.
 OUTCOMES = (
@@ -121,6 +122,7 @@ class SyncReport:
     requests: int = 0
     aborted: str | None = None
     api_unavailable: bool = False  # aborted because the API stopped answering, not for the key
+    stopped: str | None = None  # a stop was requested (SIGTERM, Ctrl-C, run canceled): why
 
     @property
     def counts(self) -> Counter[str]:
@@ -295,8 +297,9 @@ def execute_plan(
     clock: Callable[[], float] = time.monotonic,
     on_progress: ProgressCallback | None = None,
     reconciled: bool = False,
+    stop: StopSignal | None = None,
 ) -> SyncReport:
-    """Send the plan's operations in order until done, out of budget, or aborted.
+    """Send the plan's operations in order until done, out of budget, stopped or aborted.
 
     ``reconciled``: the plan was made against what ErzyCall holds (a full resync), so it is
     sent as planned instead of being re-planned against the stored state under each lease.
@@ -304,9 +307,15 @@ def execute_plan(
     Every operation's audit row is committed right after its outcome; the report is returned
     even when the run aborts (``report.aborted`` holds the reason and ``SyncAborted`` is *not*
     raised here, so the caller can record the run before failing it).
+
+    ``stop`` is looked at before each operation and in every wait (the client sleeps through
+    it): the operation in flight is finished, or — stopped while waiting for its turn — left as
+    a committed intent that the next run retries with the same key. What was not done is
+    deferred (``run_stopped``) and goes first next run; ``report.stopped`` says why.
     """
+    stop = stop or StopSignal()
     report = SyncReport()
-    out_of_budget: list[OperationResult] = []
+    left_over: list[OperationResult] = []
     executor = _Executor(client, store, run_id, partition_key)
     ops: Sequence[Operation] = plan.operations
     started, start_requests = clock(), client.requests_sent
@@ -314,10 +323,14 @@ def execute_plan(
     for index, op in enumerate(ops):
         spent = client.requests_sent - start_requests
         if budget.max_requests is not None and spent >= budget.max_requests:
-            out_of_budget = _deferred(ops[index:], "request_budget")
+            left_over = _deferred(ops[index:], "request_budget")
             break
         if budget.max_seconds is not None and clock() - started >= budget.max_seconds:
-            out_of_budget = _deferred(ops[index:], "time_budget")
+            left_over = _deferred(ops[index:], "time_budget")
+            break
+        if stop.requested():
+            left_over = _deferred(ops[index:], "run_stopped")
+            report.stopped = stop.reason
             break
         if not store.claim(op.contact.phone, run_id):
             result = _deferred([op], "claimed_by_another_run")[0]
@@ -328,6 +341,12 @@ def execute_plan(
             op = fresh
             try:
                 result = executor.run(op)
+            except SyncStopped:
+                # Stopped while waiting for the limiter or a retry: the intent stays committed,
+                # so the next run sends it with the same idempotency key.
+                left_over = _deferred(ops[index:], "run_stopped")
+                report.stopped = stop.reason
+                break
             except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:
                 failed = OperationResult.of(
                     op,
@@ -361,9 +380,9 @@ def execute_plan(
             )
             report.api_unavailable = True
             break
-    if out_of_budget:
-        report.results += out_of_budget
-        store.add_audit([r.audit_row(run_id, partition_key) for r in out_of_budget])
-        store.record_deferred([r.phone for r in out_of_budget], run_id)
+    if left_over:
+        report.results += left_over
+        store.add_audit([r.audit_row(run_id, partition_key) for r in left_over])
+        store.record_deferred([r.phone for r in left_over], run_id)
     report.requests = client.requests_sent - start_requests
     return report

@@ -1,59 +1,131 @@
-"""The upsert and the audit: the two assets that talk to ErzyCall and report what happened."""
+"""The sync: five assets computed in one step, from the CRM to ErzyCall and the audit.
 
-from collections import Counter
+``crm_contacts → normalized_contacts → deduped_contacts → erzycall_contacts → sync_audit`` is
+one ``@multi_asset`` that cannot be subset. Every run reads the CRM itself and passes its rows
+from stage to stage in memory, so no run can read another run's data (another sync started from
+the same folder, an earlier dry run, yesterday's run) and no personal data is written to disk.
+Each asset still gets its own materialization per group partition, with that group's figures,
+and its own checks. Selecting one of them in the UI materializes all five: sending is only ever
+done from data read in the same run.
+"""
+
+
+import time
+from collections.abc import Iterator
 
 import dagster as dg
-import pandas as pd
 from sqlalchemy import exc as sa_exc
 
-from erzy_pipelines.assets import frames
-from erzy_pipelines.assets.contacts import COMMON
-from erzy_pipelines.assets.markdown import md_counts, md_table
-from erzy_pipelines.core.budget import format_duration, requests_within, seconds_for_requests
-from erzy_pipelines.crm.state import RUN_COUNT_FIELDS
+from erzy_pipelines.assets import events
+from erzy_pipelines.assets.events import CONTACTS, DEDUPED, NORMALIZED, SYNC_KEYS
+from erzy_pipelines.assets.schemas import (
+    AUDIT_SCHEMA,
+    CRM_SCHEMA,
+    DEDUPED_SCHEMA,
+    NORMALIZED_SCHEMA,
+    OPERATIONS_SCHEMA,
+)
+from erzy_pipelines.assets.step import read_and_prepare, send_slot, sync_step
+from erzy_pipelines.core.budget import format_duration, seconds_for_requests
+from erzy_pipelines.core.group_figures import group_figures
 from erzy_pipelines.erzycall import errors
-from erzy_pipelines.partitions import scope_for
+from erzy_pipelines.partitions import crm_groups_partitions, run_partition_keys, scope_for
+from erzy_pipelines.pipeline import Prepared, duplicate_phones
 from erzy_pipelines.resources import (
+    CrmDatabaseResource,
     ErzyCallResource,
     SyncPolicyResource,
     SyncStateResource,
 )
+from erzy_pipelines.runtime.stop import SyncStopped
 from erzy_pipelines.sync_run import run_sync
 from erzy_pipelines.upsert import Budget
 
+GROUP = "erzycall_sync"
 STEP_RETRIES = 2
 STEP_RETRY_SECONDS = 5
 
-AUDIT_COLUMNS = (
-    "run_id",
-    "partition_key",
-    "crm_ids",
-    "phone",
-    "action",
-    "outcome",
-    "http_status",
-    "error_code",
-    "error_message",
-    "attempts",
-    "remote_id",
-    "payload_hash",
-    "created_at",
+_SPECS = (
+    (
+        "Raw contacts of the selected CRM groups (all their memberships attached), plus the "
+        "records that share a phone with one of them or were last sent with one of the groups, "
+        "read with your SQL in chunks.",
+        {"sql"},
+        CRM_SCHEMA,
+    ),
+    (
+        "One row per CRM record: E.164 phone, cleaned fields within the API's limits, or a "
+        "reject reason. Rejected rows never cost a request.",
+        {"python"},
+        NORMALIZED_SCHEMA,
+    ),
+    (
+        "One contact per phone: the most recently updated record wins scalar fields, tags and "
+        "groups are unioned. Nothing is sent while a phone is still duplicated.",
+        {"python"},
+        DEDUPED_SCHEMA,
+    ),
+    (
+        "The contacts in ErzyCall: unchanged → no request, new → POST, changed → PATCH of the "
+        "changed fields, each with an idempotency key; every outcome is committed to the state "
+        "database as soon as it is known. One row per operation.",
+        {"api"},
+        OPERATIONS_SCHEMA,
+    ),
+    (
+        "The audit of the run: its rows of the state database's erzy_sync_audit table (one per "
+        "operation, reject and merge; unchanged contacts are counted in erzy_sync_runs).",
+        {"table"},
+        AUDIT_SCHEMA,
+    ),
 )
-AUDIT_SCHEMA = dg.TableSchema(columns=[dg.TableColumn(c) for c in AUDIT_COLUMNS])
-OPERATIONS_SCHEMA = dg.TableSchema(columns=AUDIT_SCHEMA.columns[:-1])
+
+SPECS = [
+    dg.AssetSpec(
+        key,
+        deps=[SYNC_KEYS[i - 1]] if i else [],
+        description=description,
+        kinds=kinds,
+        group_name=GROUP,
+        partitions_def=crm_groups_partitions,
+        metadata={"dagster/column_schema": schema, "pool": "erzycall_api"},
+        skippable=True,  # materialized through per-partition events, never an output value
+    )
+    for i, (key, (description, kinds, schema)) in enumerate(zip(SYNC_KEYS, _SPECS, strict=True))
+]
+
+CHECKS = [
+    dg.AssetCheckSpec(
+        "reject_rate_below_threshold",
+        asset=NORMALIZED,
+        description="Warns when more than ERZY_REJECT_RATE_WARN of the CRM records read "
+        "cannot be sent (missing or invalid phones, too many groups...).",
+    ),
+    dg.AssetCheckSpec(
+        "no_duplicate_phones",
+        asset=DEDUPED,
+        blocking=True,
+        description="ErzyCall allows one contact per phone: if two deduped contacts share a "
+        "phone, the run stops before sending anything.",
+    ),
+    dg.AssetCheckSpec(
+        "no_failed_operations",
+        asset=CONTACTS,
+        description="Warns when operations failed this run (they are retried next run; a "
+        "payload the API rejected is retried once the contact changes).",
+    ),
+]
 
 
 class SyncRunConfig(dg.Config):
     """Per-run choices, settable in the launchpad or with `erzy-pipelines sync` flags."""
 
-    dry_run: bool = False
-    """Plan only: count and list what would be sent, send nothing."""
     full_resync: bool = False
-    """Ignore stored hashes: list ErzyCall (one request per 100 contacts) and fix any drift."""
+    """List ErzyCall (one request per 100 contacts) and repair any drift from the CRM."""
     max_requests: int = 0
     """Most requests this run may spend (0 = ERZY_MAX_REQUESTS_PER_RUN)."""
     max_run_seconds: float = 0.0
-    """Longest this run may send for (0 = ERZY_MAX_RUN_SECONDS)."""
+    """Longest this run may send for, seconds (0 = ERZY_MAX_RUN_SECONDS)."""
 
 
 def _budget(config: SyncRunConfig, policy: SyncPolicyResource) -> Budget:
@@ -62,133 +134,147 @@ def _budget(config: SyncRunConfig, policy: SyncPolicyResource) -> Budget:
     return Budget(max_requests=requests or None, max_seconds=seconds or None)
 
 
-@dg.asset(
-    description="Upserts the deduped contacts into ErzyCall: unchanged → no request, new → POST, "
-    "changed → PATCH of the changed fields, each with an idempotency key; every outcome is "
-    "committed to the state database as soon as it is known.",
-    kinds={"api"},
-    pool="erzycall_api",
-    check_specs=[dg.AssetCheckSpec("no_failed_operations", asset="erzycall_contacts")],
-    **COMMON,
-)
-def erzycall_contacts(
-    context: dg.AssetExecutionContext,
-    config: SyncRunConfig,
-    normalized_contacts: pd.DataFrame,
-    deduped_contacts: pd.DataFrame,
-    erzycall: ErzyCallResource,
-    state: SyncStateResource,
-    policy: SyncPolicyResource,
-):
-    erzycall.check_config()  # before anything is recorded: a bad setting costs nothing
-    scope = scope_for(context)
-    store = state.store()
-    windows = erzycall.windows()
-    budget = _budget(config, policy)
-
-    def progress(done: int, total: int, requests: int) -> None:
-        if done % 100 == 0 or done == total:
-            eta = format_duration(seconds_for_requests(total - done, windows))
-            context.log.info(f"progress: {done}/{total} operations, {requests} requests, ETA {eta}")
-
-    try:
-        summary = run_sync(
-            contacts=frames.contacts_from_frame(deduped_contacts),
-            rejects=frames.rejects_from_frame(normalized_contacts)
-            + frames.rejects_from_frame(deduped_contacts),
-            merges=frames.merges_from_frame(deduped_contacts),
-            store=store,
-            client_factory=lambda: erzycall.make_client(state.url),
-            run_id=context.run_id,
-            partition_key=scope.label,
-            dry_run=config.dry_run,
-            reconcile=config.full_resync,
-            budget=budget,
-            on_progress=progress,
-        )
-    except (sa_exc.OperationalError, errors.TransportError) as exc:
-        # Infrastructure, not data: retry the step with exponential backoff (5 s, 10 s). Safe
-        # because every outcome is committed per contact and a retried intent reuses its key.
-        wait = STEP_RETRY_SECONDS * 2**context.retry_number
-        raise dg.RetryRequested(max_retries=STEP_RETRIES, seconds_to_wait=wait) from exc
-    results = [r.audit_row(context.run_id, scope.label) for r in summary.report.results]
-    df = frames.frame(results, AUDIT_COLUMNS[:-1])
-    needed = summary.plan.requests_needed
-    caps = [budget.max_requests]
-    if budget.max_seconds:
-        caps.append(requests_within(budget.max_seconds, windows))
-    allowed = min((c for c in caps if c), default=None)
-    backlog = store.backlog()
-    yield dg.Output(
-        df,
-        metadata={
-            "dagster/row_count": len(df),
-            "dagster/column_schema": OPERATIONS_SCHEMA,
-            "dry_run": summary.dry_run,
-            "scope": scope.label,
-            "requests_needed": needed,
-            "requests_allowed": allowed if allowed is not None else "no cap",
-            "requests_spent": summary.requests,
-            "eta_at_limits": format_duration(seconds_for_requests(needed, windows)),
-            "backlog": backlog,
-            "backlog_eta": format_duration(seconds_for_requests(backlog, windows)),
-            "operations_by_outcome": dg.MetadataValue.md(md_counts(summary.counts)),
-            "operations": dg.MetadataValue.md(
-                md_table(
-                    results, ("phone", "action", "outcome", "http_status", "error_code", "attempts")
-                )
-            ),
-        },
+def reject_rate_check(prepared: Prepared, threshold: float) -> dg.AssetCheckResult:
+    rejected = len(prepared.rejects)
+    total = len(prepared.normalized) + rejected
+    rate = rejected / total if total else 0.0
+    return dg.AssetCheckResult(
+        asset_key=NORMALIZED,
+        check_name="reject_rate_below_threshold",
+        passed=rate <= threshold,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"reject_rate": round(rate, 4), "threshold": threshold, "rejected": rejected},
     )
-    failed = summary.counts["failed"]
-    yield dg.AssetCheckResult(
+
+
+def _duplicates_check(duplicated: list[str]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=DEDUPED,
+        check_name="no_duplicate_phones",
+        passed=not duplicated,
+        metadata={"duplicated_phones": len(duplicated)},
+    )
+
+
+def _failed_check(failed: int) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=CONTACTS,
         check_name="no_failed_operations",
         passed=failed == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"failed": failed},
-        description="Operations that failed this run (they are retried next run).",
     )
-    if summary.report.api_unavailable:
-        raise dg.Failure(
-            description=f"Sync stopped: the ErzyCall API is unavailable ({summary.report.aborted})."
-            " What was not tried is deferred and goes first next run. Check ERZYCALL_BASE_URL and"
-            " the API's status.",
-            allow_retries=False,
-        )
-    if summary.report.aborted:
-        raise dg.Failure(
-            description=f"Sync stopped: the API refused the key ({summary.report.aborted}). "
-            "Check ERZYCALL_API_KEY and its scopes (contacts:read, contacts:write).",
-            allow_retries=False,
-        )
 
 
-@dg.asset(
-    description="The audit of this run: one row per operation, reject and merge, from the state "
-    "database's erzy_sync_audit table (unchanged contacts are counted in erzy_sync_runs).",
-    kinds={"table"},
-    deps=["erzycall_contacts"],
-    **COMMON,
+@dg.multi_asset(
+    name="sync_contacts",
+    specs=SPECS,
+    check_specs=CHECKS,
+    can_subset=False,
+    partitions_def=crm_groups_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    description="CRM → normalize → dedupe → ErzyCall → audit, in one step for the run's groups.",
 )
-def sync_audit(
-    context: dg.AssetExecutionContext, state: SyncStateResource
-) -> dg.Output[pd.DataFrame]:
-    store = state.store()
-    rows = store.audit_rows(run_id=context.run_id)
-    df = frames.frame(rows, AUDIT_COLUMNS)
-    run = next((r for r in store.runs(limit=50) if r["run_id"] == context.run_id), {})
-    counts = {k: run.get(k) for k in RUN_COUNT_FIELDS if k != "planned"}
-    return dg.Output(
-        df,
-        metadata={
-            "dagster/row_count": len(df),
-            "dagster/column_schema": AUDIT_SCHEMA,
-            "run_counts": dg.MetadataValue.md(md_counts({k: v or 0 for k, v in counts.items()})),
-            "outcomes": dg.MetadataValue.md(md_counts(Counter(r["outcome"] for r in rows), "rows")),
-            "audit": dg.MetadataValue.md(
-                md_table(
-                    rows, ("phone", "crm_ids", "action", "outcome", "http_status", "error_code")
+def sync_contacts(
+    context: dg.AssetExecutionContext,
+    config: SyncRunConfig,
+    crm: CrmDatabaseResource,
+    state: SyncStateResource,
+    policy: SyncPolicyResource,
+    erzycall: ErzyCallResource,
+) -> Iterator[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckResult]:
+    erzycall.check_usable()  # before anything is read or recorded: a bad setting costs nothing
+    started = time.monotonic()
+    store, scope, windows = state.store(), scope_for(context), erzycall.windows()
+    keys = run_partition_keys(context)
+    budget = _budget(config, policy)
+    with sync_step(context) as stop:
+        extracted, prepared = read_and_prepare(
+            context, crm=crm, store=store, scope=scope, region=policy.default_region, stop=stop
+        )
+        duplicated = duplicate_phones(prepared.contacts)
+        if duplicated:
+            figures = group_figures(keys, extracted.rows, **prepared.parts())
+            yield from events.partition_events(
+                figures, extracted, windows=windows, keys=SYNC_KEYS[:3]
+            )
+            yield reject_rate_check(prepared, policy.reject_rate_warn)
+            yield _duplicates_check(duplicated)
+            raise dg.Failure(
+                description=f"{len(duplicated)} phone(s) are held by two deduped contacts "
+                "(no_duplicate_phones failed); nothing was sent.",
+                allow_retries=False,
+            )
+
+        def progress(done: int, total: int, requests: int) -> None:
+            if done % 100 == 0 or done == total:
+                eta = format_duration(seconds_for_requests(total - done, windows))
+                context.log.info(
+                    f"progress: {done}/{total} operations, {requests} requests, ETA {eta}"
                 )
+
+        try:
+            summary = run_sync(
+                contacts=prepared.contacts,
+                rejects=prepared.all_rejects,
+                merges=prepared.merges,
+                store=store,
+                client_factory=lambda: erzycall.make_client(state.url, sleep=stop.sleep),
+                run_id=context.run_id,
+                partition_key=scope.label,
+                reconcile=config.full_resync,
+                budget=budget,
+                on_progress=progress,
+                stop=stop,
+                send_slot=send_slot(context, store, stop),
+            )
+        except (sa_exc.OperationalError, errors.TransportError) as exc:
+            # Infrastructure, not data: retry the step with exponential backoff (5 s, 10 s).
+            # Safe: every outcome is committed per contact and a retried intent reuses its key.
+            wait = STEP_RETRY_SECONDS * 2**context.retry_number
+            raise dg.RetryRequested(max_retries=STEP_RETRIES, seconds_to_wait=wait) from exc
+
+        report = summary.report
+        complete = not (report.aborted or report.stopped)
+        figures = group_figures(
+            keys,
+            extracted.rows,
+            **prepared.parts(),
+            skipped=[op.contact for op in summary.plan.skipped],
+            results=report.results,
+        )
+        # A run that could not finish sending reports what it did, but does not mark the
+        # ErzyCall side of its partitions as materialized: they show as failed.
+        yield from events.partition_events(figures, extracted, windows=windows, keys=SYNC_KEYS[:3])
+        done_keys = SYNC_KEYS[3:]
+        if complete:
+            yield from events.partition_events(figures, extracted, windows=windows, keys=done_keys)
+        else:
+            yield from events.partition_events(
+                figures, extracted, windows=windows, keys=done_keys, planned=True
+            )
+        yield events.run_observation(
+            events.run_totals(
+                summary, scope.label, extracted, prepared, budget, windows, store, started
             ),
-        },
-    )
+            windows,
+        )
+        yield reject_rate_check(prepared, policy.reject_rate_warn)
+        yield _duplicates_check([])
+        yield _failed_check(summary.counts["failed"])
+        if report.stopped:
+            raise SyncStopped(report.stopped)
+        if report.api_unavailable:
+            raise dg.Failure(
+                description=f"Sync stopped: the ErzyCall API is unavailable ({report.aborted})."
+                " What was not tried is deferred and goes first next run. Check "
+                "ERZYCALL_BASE_URL and the API's status.",
+                allow_retries=False,
+            )
+        if report.aborted:
+            raise dg.Failure(
+                description=f"Sync stopped: the API refused the key ({report.aborted}). "
+                "Check ERZYCALL_API_KEY and its scopes (contacts:read, contacts:write).",
+                allow_retries=False,
+            )
+

@@ -13,7 +13,7 @@ anything) never become SQL text. The SQL itself runs exactly as written — no b
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +34,8 @@ DEFAULT_CONTACTS_SQL = SQL_DIR / "contacts.sql"
 DEFAULT_MEMBERSHIPS_SQL = SQL_DIR / "memberships.sql"
 
 Membership = tuple[str, str | None]
+FETCH_ROWS = 1000
+"""Rows fetched from the database at a time while streaming the contacts query."""
 
 
 class QueryShapeError(ValueError):
@@ -271,6 +273,8 @@ def iter_contact_chunks(
     include_ungrouped: bool = True,
     extra_crm_ids: Collection[str] | None = None,
     chunk_size: int = 10_000,
+    memberships: Mapping[str, Sequence[Membership]] | None = None,
+    between_fetches: Callable[[], None] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Stream the contacts query in chunks of up to ``chunk_size`` row dicts.
 
@@ -279,23 +283,29 @@ def iter_contact_chunks(
     ErzyCall ids of those groups). ``groups=None`` yields every contact; otherwise only contacts
     in at least one of ``groups``, plus contacts in no group at all when ``include_ungrouped``,
     plus any contact whose crm_id is in ``extra_crm_ids`` (e.g. one that just left the selected
-    groups and must lose them remotely). ``memberships_sql=None`` means the CRM has no groups.
+    groups and must lose them remotely). ``memberships_sql=None`` means the CRM has no groups;
+    ``memberships`` (from :func:`load_memberships`) saves reading them again.
+    ``between_fetches`` is called after each fetch from the database (at most ``FETCH_ROWS``
+    rows), e.g. to stop a slow extraction on request: it may raise.
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     what = _source(contacts_sql, "contacts query")
-    memberships = load_memberships(engine, memberships_sql) if memberships_sql else {}
+    if memberships is None:
+        memberships = load_memberships(engine, memberships_sql) if memberships_sql else {}
     selected = None if groups is None else frozenset(str(g) for g in groups)
     extra = frozenset(str(i) for i in extra_crm_ids or ())
 
     with _connect(engine) as conn:
-        result = _run(conn, contacts_sql, chunk_size)
+        result = _run(conn, contacts_sql, min(chunk_size, FETCH_ROWS))
         cols = _columns(result, what)
         check_contact_columns(cols, what)
         i_crm = cols.index("crm_id")
         i_updated = cols.index("updated_at") if "updated_at" in cols else None
         chunk: list[dict[str, Any]] = []
         for partition in result.partitions():
+            if between_fetches is not None:
+                between_fetches()
             for row in partition:
                 raw_id = row[i_crm]
                 crm_id = None if raw_id is None else str(raw_id)

@@ -371,6 +371,24 @@ class StateStore:
             )
         return None if row is None else _decode_state_row(row)
 
+    def crm_ids_last_sent_with(self, group_ids: Iterable[str]) -> set[str]:
+        """CRM ids of the contacts last sent with one of these ErzyCall groups.
+
+        A contact that left a group in the CRM must still be synced in that group's run, so
+        that ErzyCall drops the membership.
+        """
+        wanted = set(group_ids)
+        if not wanted:
+            return set()
+        c = contact_state.c
+        query = sa.select(c.last_payload, c.crm_ids).where(c.last_payload.is_not(None))
+        out: set[str] = set()
+        with self._engine.connect() as conn:
+            for payload, crm_ids in conn.execute(query):
+                if set(json.loads(payload).get("groupIds") or ()) & wanted:
+                    out.update(json.loads(crm_ids or "[]"))
+        return out
+
     # ----------------------------------------------------------------- leases
 
     def claim(
@@ -408,6 +426,13 @@ class StateStore:
             .values(lease_run_id=None, lease_until=None)
         )
         self._write(lambda conn: conn.execute(stmt))
+
+    def lease_holders(self) -> list[str]:
+        """Run ids holding at least one lease (live or expired), for finding dead holders."""
+        c = contact_state.c
+        query = sa.select(c.lease_run_id).where(c.lease_run_id.is_not(None)).distinct()
+        with self._engine.connect() as conn:
+            return sorted(conn.execute(query).scalars())
 
     def release_all(self, run_id: str) -> int:
         """Drop every lease ``run_id`` still holds (end of run); returns how many."""

@@ -70,6 +70,16 @@ def person(i: int, **overrides: Any) -> dict[str, Any]:
     return row
 
 
+def run_totals(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
+    found = [
+        record.dagster_event.asset_observation_data.asset_observation
+        for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION)
+    ]
+    totals = [o for o in found if o.asset_key.path == ["erzycall_contacts"] and o.partition is None]
+    assert len(totals) == 1, f"expected one run observation, found {len(totals)}"
+    return {k: v.value for k, v in totals[0].metadata.items()}
+
+
 class SyncHarness:
     """A CRM database, the sandbox, a state database and a Dagster instance, wired by env vars."""
 
@@ -135,6 +145,14 @@ class SyncHarness:
         phones = [c["phone"] for c in contacts]
         assert len(phones) == len(set(phones)), "two ErzyCall contacts share a phone"
         return {c["phone"]: c for c in contacts}
+
+    def last_run_id(self) -> str:
+        return self.instance.get_runs(limit=1)[0].run_id
+
+    def run_totals(self, run_id: str | None = None) -> dict[str, Any]:
+        """The run's own figures: its one observation of erzycall_contacts without a partition
+        (the latest run's by default)."""
+        return run_totals(self.instance, run_id or self.last_run_id())
 
     def state(self) -> StateStore:
         return StateStore(self.state_url)

@@ -8,12 +8,9 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pytest
 
-from erzy_pipelines import cli
-from erzy_pipelines.assets import contacts as contacts_assets
-from erzy_pipelines.assets import frames
+from erzy_pipelines import cli, pipeline
 from erzy_pipelines.core.normalize import Contact
 from erzy_pipelines.crm.seed import seed_demo_crm
 from erzy_pipelines.settings import SQL_DIR
@@ -72,10 +69,8 @@ def test_duplicate_phones_finds_what_the_blocking_check_blocks():
         updated_at=None,
         warnings=(),
     )
-    clean = frames.deduped_frame([a], [], [])
-    assert frames.duplicate_phones(clean) == []
-    doubled = pd.concat([clean, clean])
-    assert frames.duplicate_phones(doubled) == ["+14155551001"]
+    assert pipeline.duplicate_phones([a]) == []
+    assert pipeline.duplicate_phones([a, a]) == ["+14155551001"]
 
 
 def test_blocking_check_stops_the_upsert_when_dedupe_is_broken(harness, monkeypatch):
@@ -84,7 +79,7 @@ def test_blocking_check_stops_the_upsert_when_dedupe_is_broken(harness, monkeypa
     def broken_dedupe(contacts):
         return list(contacts) * 2, [], []
 
-    monkeypatch.setattr(contacts_assets, "dedupe", broken_dedupe)
+    monkeypatch.setattr(pipeline, "dedupe", broken_dedupe)
     code, summaries = harness.sync()
     assert code == 1
     assert harness.requests_since_sync() == [], "a request was sent past the blocking check"

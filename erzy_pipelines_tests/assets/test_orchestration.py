@@ -292,12 +292,6 @@ def test_duplicate_records_in_two_groups_make_one_stable_contact_whichever_group
     assert h.remote_by_phone()[_phone(1)]["groupIds"] == contact["groupIds"]
 
 
-def _materialization_metadata(h: SyncHarness) -> dict[str, Any]:
-    event = h.instance.get_latest_materialization_event(dg.AssetKey("erzycall_contacts"))
-    assert event is not None and event.asset_materialization is not None
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
 def test_request_cap_defers_the_rest_which_go_first_next_run(harness, monkeypatch):
     """M = 10 new contacts, cap K = 4: run 1 sends 4 and defers 6 (audited `deferred`, backlog
     6 with its ETA in the metadata); 3 more contacts whose phones sort first are added; run 2
@@ -318,11 +312,13 @@ def test_request_cap_defers_the_rest_which_go_first_next_run(harness, monkeypatc
     deferred = sorted(r["phone"] for r in audit if r["outcome"] == "deferred")
     assert deferred == [_phone(i) for i in range(15, 21)]
     assert {r["error_code"] for r in audit if r["outcome"] == "deferred"} == {"request_budget"}
-    meta = _materialization_metadata(h)
+    meta = h.run_totals()
     assert meta["requests_needed"] == 10 and meta["requests_allowed"] == 4
-    assert meta["requests_spent"] == 4
+    assert meta["request_cap"] == 4 and meta["requests_spent"] == 4
     assert meta["backlog"] == 6 and meta["backlog_eta"] == "1h 00m"
-    assert meta["eta_at_limits"] == "2h 00m"  # 10 requests at 4/h: 0, 4 and 8 → two waits
+    assert meta["backlog_eta_seconds"] == 3600.0
+    assert meta["eta"] == "2h 00m"  # 10 requests at 4/h: 0, 4 and 8 → two waits
+    assert meta["eta_seconds"] == 7200.0
 
     monkeypatch.setenv("ERZYCALL_RATE_LIMITS", "10000/60")
     h.add_people(person(i) for i in range(1, 4))  # +14155551001..3 sort before the deferred
@@ -331,13 +327,13 @@ def test_request_cap_defers_the_rest_which_go_first_next_run(harness, monkeypatc
     sent = [json.loads(w.body)["phone"] for w in _writes(h)]
     assert sent == deferred, "the deferred contacts were not first in line"
     assert summaries[0]["created"] == 6 and summaries[0]["deferred"] == 3
-    assert _materialization_metadata(h)["backlog"] == 3
+    assert h.run_totals()["backlog"] == 3
 
     code, summaries = h.sync()
     assert code == 0
     assert [json.loads(w.body)["phone"] for w in _writes(h)] == [_phone(i) for i in range(1, 4)]
     assert summaries[0]["deferred"] == 0
-    meta = _materialization_metadata(h)
+    meta = h.run_totals()
     assert meta["backlog"] == 0 and meta["backlog_eta"] == "0s"
     assert len(h.remote_by_phone()) == 13
     assert h.sync()[1][0]["requests"] == 0
@@ -371,9 +367,10 @@ def test_dry_run_sends_nothing_and_the_real_run_executes_exactly_its_plan(harnes
         + [(_phone(i), "update") for i in (2, 3, 4)]
     )
     assert summaries[0]["planned"] == 5 and summaries[0]["rejected"] == 1
-    dry_meta = _materialization_metadata(h)
-    assert dry_meta["dry_run"] is True and dry_meta["requests_needed"] == 5
+    dry_meta = h.run_totals()
+    assert dry_meta["plan_only"] is True and dry_meta["requests_needed"] == 5
     assert dry_meta["requests_spent"] == 0
+    assert h.instance.get_runs(limit=1)[0].job_name == "erzycall_plan"
 
     code, summaries = h.sync()
     assert code == 0

@@ -250,7 +250,7 @@ def test_run_config_recorded_by_dagster_has_no_resource_values(secret_harness):
     assert h.sync()[0] == 0
     (run,) = h.instance.get_runs()
     assert set(run.run_config) <= {"loggers", "ops"}  # resources come from EnvVar, not config
-    assert "erzycall_contacts" in run.run_config["ops"]
+    assert "sync_contacts" in run.run_config["ops"]
 
 
 # --- TLS and plain http ---------------------------------------------------------------------------

@@ -554,15 +554,15 @@ def back_after_the_step(outage: StateOutage, monkeypatch: pytest.MonkeyPatch) ->
     CLI reads its summary (see test_cli_summary_with_the_state_database_still_down)."""
     import dagster as dg
 
-    real_materialize = dg.materialize
+    real_execute = dg.JobDefinition.execute_in_process
 
-    def materialize(*args, **kwargs):
+    def execute_in_process(*args, **kwargs):
         try:
-            return real_materialize(*args, **kwargs)
+            return real_execute(*args, **kwargs)
         finally:
             outage.end()
 
-    monkeypatch.setattr(dg, "materialize", materialize)
+    monkeypatch.setattr(dg.JobDefinition, "execute_in_process", execute_in_process)
 
 
 @pytest.fixture

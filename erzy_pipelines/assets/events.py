@@ -1,0 +1,217 @@
+"""The Dagster events a sync records: per partition, what it did for that group; once per run,
+the run's totals.
+
+A single run over many groups (the daily run, a backfill) used to copy the whole run's figures
+onto every group's partition. Here each partition gets its own materialization (or, for a plan,
+observation) whose figures describe that group (see ``core/group_figures.py``), and the run's
+totals — requests needed, allowed and spent, ETA, backlog — are recorded once, as an
+observation of ``erzycall_contacts`` without a partition. Every figure someone would chart is a
+number; durations are seconds, with text beside them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from erzy_pipelines.assets import schemas
+from erzy_pipelines.assets.markdown import md_table
+from erzy_pipelines.core.budget import (
+    RateWindow,
+    format_duration,
+    requests_within,
+    seconds_for_requests,
+)
+from erzy_pipelines.core.group_figures import GroupFigures, record_partitions
+from erzy_pipelines.crm.state import StateStore
+from erzy_pipelines.pipeline import Extracted, Prepared
+from erzy_pipelines.sync_run import RunSummary
+from erzy_pipelines.upsert import Budget
+
+CRM, NORMALIZED, DEDUPED, CONTACTS, AUDIT = (
+    "crm_contacts",
+    "normalized_contacts",
+    "deduped_contacts",
+    "erzycall_contacts",
+    "sync_audit",
+)
+SYNC_KEYS = (CRM, NORMALIZED, DEDUPED, CONTACTS, AUDIT)
+OUTCOME_FIGURES = ("created", "updated", "adopted", "recreated", "failed", "deferred")
+
+Event = dg.AssetMaterialization | dg.AssetObservation
+
+
+def _seconds(name: str, seconds: float) -> dict[str, Any]:
+    """A duration as a number to chart, and as text to read."""
+    return {f"{name}_seconds": float(seconds), name: format_duration(seconds)}
+
+
+def _counts_table(counts: Mapping[str, int], label: str) -> dg.TableMetadataValue:
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({label: k, "rows": int(v)}) for k, v in sorted(counts.items())],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn(label, "string", description=f"the {label}"),
+                dg.TableColumn("rows", "int", description="how many"),
+            ]
+        ),
+    )
+
+
+def _rows_of(partition: str, rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [r for r in rows if partition in record_partitions(r.get("group_keys") or ())]
+
+
+def group_metadata(
+    partition: str,
+    figures: GroupFigures,
+    extracted: Extracted,
+    *,
+    windows: Sequence[RateWindow],
+    planned: bool,
+) -> dict[str, dict[str, Any]]:
+    """asset key → metadata of one partition (one group) of each sync asset."""
+    preview_rows = _rows_of(partition, extracted.rows)[:10]
+    contacts: dict[str, Any] = {
+        "dagster/row_count": figures.changed,
+        "contacts": figures.contacts,
+        "changed": figures.changed,
+        "unchanged": figures.unchanged,
+        "skipped_rejected_before": figures.skipped,
+    }
+    if planned:
+        contacts["requests_needed"] = figures.changed
+        contacts.update(_seconds("eta", seconds_for_requests(figures.changed, windows)))
+    else:
+        contacts["dagster/column_schema"] = schemas.OPERATIONS_SCHEMA
+        contacts.update({name: figures.outcomes[name] for name in OUTCOME_FIGURES})
+        contacts["sent"] = figures.sent
+        contacts["requests"] = figures.requests
+    return {
+        CRM: {
+            "dagster/row_count": figures.crm_records,
+            "dagster/column_schema": schemas.crm_schema(extracted.columns),
+            "preview": dg.MetadataValue.md(
+                md_table(preview_rows, extracted.columns[:8], limit=10)
+            ),
+        },
+        NORMALIZED: {
+            "dagster/row_count": figures.accepted + figures.rejected,
+            "dagster/column_schema": schemas.NORMALIZED_SCHEMA,
+            "accepted": figures.accepted,
+            "rejected": figures.rejected,
+            "rejects_by_reason": _counts_table(figures.rejects_by_reason, "reason"),
+        },
+        DEDUPED: {
+            "dagster/row_count": figures.contacts,
+            "dagster/column_schema": schemas.DEDUPED_SCHEMA,
+            "contacts": figures.contacts,
+            "merged_records": figures.merged,
+            "rejected_after_merge": figures.rejected_after_merge,
+        },
+        CONTACTS: contacts,
+        AUDIT: {
+            "dagster/row_count": figures.audit_rows,
+            "dagster/column_schema": schemas.AUDIT_SCHEMA,
+        },
+    }
+
+
+def partition_events(
+    figures: Mapping[str, GroupFigures],
+    extracted: Extracted,
+    *,
+    windows: Sequence[RateWindow],
+    keys: Sequence[str] = SYNC_KEYS,
+    planned: bool = False,
+) -> Iterator[Event]:
+    """One event per (asset, partition): materializations for a sync, observations for a plan
+    (a plan is not a materialization: no partition turns green and the audit is not replaced)."""
+    for partition, group in figures.items():
+        by_asset = group_metadata(partition, group, extracted, windows=windows, planned=planned)
+        for key in keys:
+            if planned:
+                yield dg.AssetObservation(key, partition=partition, metadata=by_asset[key])
+            else:
+                yield dg.AssetMaterialization(key, partition=partition, metadata=by_asset[key])
+
+
+@dataclass
+class RunTotals:
+    """The run's own figures, recorded once."""
+
+    scope: str
+    planned: bool
+    extracted: Extracted
+    prepared: Prepared
+    requests_needed: int
+    requests_spent: int
+    request_cap: int | None
+    backlog: int
+    counts: Mapping[str, int]
+    duration_seconds: float
+    results: Sequence[Mapping[str, Any]]
+
+
+def run_observation(totals: RunTotals, windows: Sequence[RateWindow]) -> dg.AssetObservation:
+    """The whole run's figures, once, on ``erzycall_contacts`` (no partition)."""
+    cap = totals.request_cap
+    allowed = min(cap, totals.requests_needed) if cap is not None else totals.requests_needed
+    metadata: dict[str, Any] = {
+        "scope": totals.scope,
+        "plan_only": totals.planned,
+        "crm_records": len(totals.extracted.rows),
+        "stranded_records_included": totals.extracted.stranded,
+        "same_phone_records_included": totals.extracted.same_phone,
+        "rejected": len(totals.prepared.all_rejects),
+        "merged": len(totals.prepared.merges),
+        "contacts": len(totals.prepared.contacts),
+        "requests_needed": totals.requests_needed,
+        "request_cap": cap or 0,
+        "requests_allowed": allowed,
+        "requests_spent": totals.requests_spent,
+        **_seconds("eta", seconds_for_requests(totals.requests_needed, windows)),
+        "backlog": totals.backlog,
+        **_seconds("backlog_eta", seconds_for_requests(totals.backlog, windows)),
+        **{name: int(totals.counts.get(name, 0)) for name in totals.counts},
+        "duration_seconds": round(totals.duration_seconds, 3),
+        "operations": dg.MetadataValue.md(
+            md_table(
+                totals.results,
+                ("phone", "action", "outcome", "http_status", "error_code", "attempts"),
+            )
+        ),
+    }
+    return dg.AssetObservation(CONTACTS, metadata=metadata)
+
+
+def run_totals(
+    summary: RunSummary,
+    scope: str,
+    extracted: Extracted,
+    prepared: Prepared,
+    budget: Budget,
+    windows: Sequence[RateWindow],
+    store: StateStore,
+    started: float,
+) -> RunTotals:
+    caps = [c for c in (budget.max_requests,) if c]
+    if budget.max_seconds:
+        caps.append(requests_within(budget.max_seconds, windows))
+    return RunTotals(
+        scope=scope,
+        planned=summary.dry_run,
+        extracted=extracted,
+        prepared=prepared,
+        requests_needed=summary.plan.requests_needed,
+        requests_spent=summary.requests,
+        request_cap=min(caps) if caps else None,
+        backlog=store.backlog(),
+        counts=summary.counts,
+        duration_seconds=time.monotonic() - started,
+        results=[r.audit_row("", scope) for r in summary.report.results],
+    )

@@ -1,0 +1,82 @@
+"""The dry run: a job that plans a sync and sends nothing.
+
+A plan is not a materialization. ``erzycall_plan`` reads the CRM, normalizes, dedupes and plans
+exactly as the sync would, then records the plan as *observations* of the sync's assets (per
+group, and once for the run): no partition turns green, ``sync_audit`` keeps the last real
+run, and nothing is sent — the job never builds an API client. The plan's operations are in the
+state database's audit as ``planned``.
+"""
+
+
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+
+from erzy_pipelines.assets import events
+from erzy_pipelines.assets.step import read_and_prepare, sync_step
+from erzy_pipelines.core.group_figures import group_figures
+from erzy_pipelines.partitions import crm_groups_partitions, run_partition_keys, scope_for
+from erzy_pipelines.resources import (
+    CrmDatabaseResource,
+    ErzyCallResource,
+    SyncPolicyResource,
+    SyncStateResource,
+)
+from erzy_pipelines.sync_run import run_sync
+from erzy_pipelines.upsert import Budget
+
+
+@dg.op(
+    name="plan_contacts",
+    out={},
+    description="Plans the sync of the run's groups (requests needed, ETA) and sends nothing.",
+)
+def plan_contacts(
+    context: dg.OpExecutionContext,
+    crm: CrmDatabaseResource,
+    state: SyncStateResource,
+    policy: SyncPolicyResource,
+    erzycall: ErzyCallResource,
+) -> Iterator[dg.AssetObservation]:
+    started = time.monotonic()
+    store, scope, windows = state.store(), scope_for(context), erzycall.windows()
+    with sync_step(context) as stop:
+        extracted, prepared = read_and_prepare(
+            context, crm=crm, store=store, scope=scope, region=policy.default_region, stop=stop
+        )
+        summary = run_sync(
+            contacts=prepared.contacts,
+            rejects=prepared.all_rejects,
+            merges=prepared.merges,
+            store=store,
+            client_factory=lambda: None,  # never called on a dry run
+            run_id=context.run_id,
+            partition_key=scope.label,
+            dry_run=True,
+        )
+        figures = group_figures(
+            run_partition_keys(context),
+            extracted.rows,
+            **prepared.parts(),
+            skipped=[op.contact for op in summary.plan.skipped],
+            results=summary.report.results,
+        )
+        yield from events.partition_events(figures, extracted, windows=windows, planned=True)
+        yield events.run_observation(
+            events.run_totals(
+                summary, scope.label, extracted, prepared, Budget(), windows, store, started
+            ),
+            windows,
+        )
+        context.log.info(
+            f"plan: {summary.plan.requests_needed} requests for {scope.label}; nothing was sent"
+        )
+
+
+erzycall_plan = dg.GraphDefinition(name="erzycall_plan", node_defs=[plan_contacts]).to_job(
+    partitions_def=crm_groups_partitions,
+    executor_def=dg.in_process_executor,
+    description="Dry run: plans the sync of the chosen groups (requests needed, ETA at your "
+    "limits) and records the plan as observations. Sends nothing, materializes nothing.",
+)

@@ -1,0 +1,148 @@
+"""One sync's local work, without Dagster: read the CRM, normalize, dedupe.
+
+The sync asset (``assets/sync.py``) and the plan job (``assets/plan.py``) call these in the same
+step that sends (or plans), so every run computes its contacts from the CRM itself. No run ever
+reads data another run produced, and nothing personal is written to disk but the state database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from erzy_pipelines.core.dedupe import Merge, dedupe
+from erzy_pipelines.core.normalize import Contact, Reject, normalize_row, normalize_rows
+from erzy_pipelines.crm.extract import Membership
+from erzy_pipelines.partitions import SyncScope
+from erzy_pipelines.runtime.stop import StopSignal
+
+#: Columns of crm_contacts when the query returned no row at all.
+EMPTY_COLUMNS = ["crm_id", "title", "phone", "group_keys", "group_ids"]
+
+
+@dataclass
+class Extracted:
+    """The CRM rows one run covers, each with all its memberships."""
+
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    stranded: int = 0  # rows included because they were last sent with a selected group
+    same_phone: int = 0  # rows of other groups sharing a phone with a selected row
+
+
+@dataclass
+class Prepared:
+    """What normalization and dedupe made of the rows."""
+
+    normalized: list[Contact]
+    rejects: list[Reject]
+    contacts: list[Contact]  # one per phone
+    merges: list[Merge]
+    dedupe_rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def all_rejects(self) -> list[Reject]:
+        return self.rejects + self.dedupe_rejects
+
+    def parts(self) -> dict[str, list[Any]]:
+        """The lists by name, as ``core.group_figures.group_figures`` takes them."""
+        return {
+            "normalized": self.normalized,
+            "rejects": self.rejects,
+            "contacts": self.contacts,
+            "merges": self.merges,
+            "dedupe_rejects": self.dedupe_rejects,
+        }
+
+
+def group_keys_of(memberships: Mapping[str, Sequence[Membership]]) -> set[str]:
+    """Every group key the memberships query returned."""
+    return {key for groups in memberships.values() for key, _ in groups}
+
+
+def in_scope(row: Mapping[str, Any], scope: SyncScope, extra: set[str]) -> bool:
+    if scope.groups is None or row["crm_id"] in extra:
+        return True
+    keys = row["group_keys"]
+    return bool(scope.groups.intersection(keys)) if keys else scope.include_ungrouped
+
+
+def same_phone_rows(
+    selected: list[dict[str, Any]], others: list[dict[str, Any]], region: str
+) -> list[dict[str, Any]]:
+    """Records outside the scope whose phone is one of the selected records' phones.
+
+    Dedupe merges every record of a phone into one contact; a group run that saw only its own
+    record would send that record's fields and groups alone, and two groups holding duplicates
+    would overwrite each other on every run.
+    """
+    if not others:
+        return []
+
+    def phone(row: Mapping[str, Any]) -> str | None:
+        result = normalize_row(row, region)
+        return result.phone if isinstance(result, Contact) else None
+
+    phones = {p for p in map(phone, selected) if p}
+    return [row for row in others if phone(row) in phones]
+
+
+def extract(
+    *,
+    memberships: Mapping[str, Sequence[Membership]],
+    contact_chunks: Callable[[Callable[[], None]], Iterable[list[dict[str, Any]]]],
+    scope: SyncScope,
+    last_sent_with: Callable[[set[str]], set[str]],
+    region: str,
+    stop: StopSignal,
+) -> Extracted:
+    """The rows of the scope's groups, plus the records a group run must also see: those last
+    sent with one of its groups (so a member who left loses the group in ErzyCall) and those
+    sharing a phone with a member (so duplicates in other groups are merged, not overwritten).
+    ``contact_chunks(check)`` streams the CRM and calls ``check`` between fetches.
+    """
+    extra: set[str] = set()
+    if scope.groups is not None:
+        group_ids = {
+            gid for groups in memberships.values() for key, gid in groups
+            if key in scope.groups and gid
+        }
+        extra = last_sent_with(group_ids)
+    rows: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []  # a group run's out-of-scope rows, until phones are known
+    for chunk in contact_chunks(stop.check):
+        for row in chunk:
+            (rows if in_scope(row, scope, extra) else others).append(row)
+    same = same_phone_rows(rows, others, region)
+    stranded = sum(1 for row in rows if row["crm_id"] in extra)
+    rows += same
+    columns = list(rows[0].keys()) if rows else list(EMPTY_COLUMNS)
+    return Extracted(rows=rows, columns=columns, stranded=stranded, same_phone=len(same))
+
+
+#: Rows normalized between two looks at the stop signal (a few milliseconds of work).
+STOP_CHECK_ROWS = 2000
+
+
+def prepare(rows: list[dict[str, Any]], region: str, stop: StopSignal) -> Prepared:
+    """Normalize every row (contact or reject) and merge contacts sharing a phone."""
+    normalized: list[Contact] = []
+    rejects: list[Reject] = []
+    for start in range(0, len(rows), STOP_CHECK_ROWS):
+        stop.check()
+        accepted, refused = normalize_rows(rows[start : start + STOP_CHECK_ROWS], region)
+        normalized += accepted
+        rejects += refused
+    stop.check()
+    contacts, merges, dedupe_rejects = dedupe(normalized)
+    return Prepared(normalized, rejects, contacts, merges, dedupe_rejects)
+
+
+def duplicate_phones(contacts: Iterable[Contact]) -> list[str]:
+    """Phones held by more than one contact: what the blocking check looks for."""
+    seen: set[str] = set()
+    doubled: set[str] = set()
+    for contact in contacts:
+        (doubled if contact.phone in seen else seen).add(contact.phone)
+    return sorted(doubled)
