@@ -312,9 +312,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
         f"sandbox API at {sandbox.base_url}; DAGSTER_HOME={home}; "
         f"opening dagster dev on :{args.port}"
     )
+    # Started from DAGSTER_HOME itself: dagster dev would otherwise warn that a dagster.yaml
+    # in the current folder (a checkout's) "will not be used". Paths are absolute by now.
+    os.environ["ERZY_DATA_DIR"] = str(data_dir())
     proc = subprocess.Popen(
         [
             sys.executable,
+            # Dagster 1.13 marks `dagster dev` as superseded by `dg dev` (the dagster-dg-cli
+            # package); it is what runs here, so the notice is noise for our users.
+            "-W",
+            "ignore:Function `dev_command` is superseded",
             "-m",
             "dagster",
             "dev",
@@ -322,7 +329,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
             "erzy_pipelines.definitions",
             "-p",
             str(args.port),
-        ]
+        ],
+        cwd=home,
     )
     # Pass a stop on to dagster dev (which stops its webserver and daemon) instead of orphaning it.
     signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGINT))

@@ -15,8 +15,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import dagster as dg
-
 from erzy_pipelines import cli
 from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY

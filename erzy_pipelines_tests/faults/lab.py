@@ -262,6 +262,14 @@ class FaultLab:
         self.store.close()
         self.store = StateStore(url)
 
+    def use_dagster_home(self, home: Path) -> None:
+        """Run the in-process syncs on the Dagster instance in ``home`` from now on (the one
+        a spawned CLI used), as a user rerunning in the same DAGSTER_HOME does."""
+        import dagster as dg
+
+        self.h.instance.dispose()
+        self.h.instance = dg.DagsterInstance.from_config(str(home))
+
     # -- the sandbox -------------------------------------------------------------------------
     def start_sandbox(self, port: int = 0) -> SandboxServer:
         srv = SandboxServer(

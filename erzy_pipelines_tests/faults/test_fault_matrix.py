@@ -380,6 +380,7 @@ def killed_mid_run(lab: FaultLab, forget_intent: bool = False) -> dict[str, Any]
     }
     present_before = {c["phone"] for c in lab.sandbox.contacts()}
     pending = [s for s in lab.store.load_states().values() if s.pending_hash]
+    lab.use_dagster_home(lab.tmp_path / "dagster_home_killed")  # rerun as the user would
     if forget_intent:
         with lab.store.engine.begin() as conn:
             conn.execute(
@@ -413,9 +414,10 @@ def test_sync_process_killed_with_sigkill_then_rerun(lab):
     assert len(r["present_before"]) == KILL_AT_WRITE  # the held write landed after the kill
     assert len(r["pending"]) == 1, "the killed run's in-flight intent must be committed"
     assert r["rerun"] == 0 and r["final_run"] == 0
-    # The in-flight contact is still leased by the dead run: deferred, first in line next run.
-    assert r["leases"] == 1
-    assert r["after_rerun"].missing <= 1 and not r["after_rerun"].duplicated
+    # The rerun (same DAGSTER_HOME) saw the killed run's process was gone, marked it failed and
+    # took back its lease: the in-flight contact was retried at once, with the same key.
+    assert r["leases"] == 0
+    assert r["after_rerun"].ok, r["after_rerun"].explain()
     assert v.ok, v.explain()
     # Already-sent contacts were not sent again: a later write for one of them could only be
     # the in-flight one, under the key the killed process used (so the API replayed it).
