@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test lint faults bench dev clean
+.PHONY: demo test chromium lint faults bench dev clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,15 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/erzy-pipelines demo
 
-test: $(VENV)/.installed
+# The UI tests drive Debian's Chromium; install it when missing and we may (root, apt-get).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+		|| echo "note: no chromium; the UI tests will skip (apt-get install chromium)"
+
+test: $(VENV)/.installed chromium
 	$(BIN)/ruff check erzy_pipelines erzy_pipelines_tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 faults: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m faults -s

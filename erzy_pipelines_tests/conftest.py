@@ -8,6 +8,7 @@ database test can never silently disappear from CI.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +109,32 @@ def sandbox():
         yield server
     finally:
         server.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The session (not an xdist worker) picks the file every process records fault-matrix
+    rows in, so the table is whole however the tests are distributed."""
+    from erzy_pipelines_tests.faults import report
+
+    if not hasattr(config, "workerinput") and report.REPORT_ENV not in os.environ:
+        fd, path = tempfile.mkstemp(prefix="erzy-fault-report-", suffix=".jsonl")
+        os.close(fd)
+        os.environ[report.REPORT_ENV] = path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from erzy_pipelines_tests.faults import report
+
+    lines = report.render()
+    if not lines:
+        return
+    terminalreporter.section("fault matrix")
+    for line in lines:
+        terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from erzy_pipelines_tests.faults import report
+
+    if not hasattr(config, "workerinput") and os.environ.get(report.REPORT_ENV):
+        Path(os.environ.pop(report.REPORT_ENV)).unlink(missing_ok=True)

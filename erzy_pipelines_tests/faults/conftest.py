@@ -1,4 +1,4 @@
-"""Fixtures of the fault matrix and the hook that prints its table at the end of the session."""
+"""Fixtures of the fault matrix (its table is printed by the root conftest's summary hook)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from erzy_pipelines.assets import sync as sync_assets
 from erzy_pipelines.erzycall import client as client_module
 from erzy_pipelines.erzycall.retry import RetryPolicy
-from erzy_pipelines_tests.faults import report
 from erzy_pipelines_tests.faults.lab import FaultLab
 
 # The client's retry loop as shipped (6 attempts, same key), with short backoff: the scenarios
@@ -46,12 +45,3 @@ def make_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callab
 @pytest.fixture
 def lab(make_lab: Callable[..., FaultLab]) -> FaultLab:
     return make_lab()
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    lines = report.render()
-    if not lines:
-        return
-    terminalreporter.section("fault matrix")
-    for line in lines:
-        terminalreporter.write_line(line)

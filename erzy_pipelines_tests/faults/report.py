@@ -3,12 +3,20 @@
 Rows are recorded *before* a scenario asserts, so a failing scenario still shows its figures
 (with result FAIL). Negative controls — a scenario run with its guarantee switched off, which
 must go red — get a second, smaller table.
+
+With ``ERZY_FAULT_REPORT`` set (by the session, see conftest.py) rows are appended to that file,
+so the table is whole when pytest-xdist runs the scenarios in several worker processes.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPORT_ENV = "ERZY_FAULT_REPORT"
 
 
 @dataclass(frozen=True)
@@ -51,12 +59,39 @@ _SCENARIO_HEAD = (
 _CONTROL_HEAD = ("scenario", "guarantee disabled", "the checker found", "result")
 
 
+def _sink() -> Path | None:
+    path = os.environ.get(REPORT_ENV)
+    return Path(path) if path else None
+
+
+def _append(kind: str, row: ScenarioRow | ControlRow) -> None:
+    sink = _sink()
+    if sink is None:
+        (SCENARIOS if kind == "scenario" else CONTROLS).append(row)  # type: ignore[arg-type]
+        return
+    with sink.open("a", encoding="utf-8") as fh:  # one short line: appends do not interleave
+        fh.write(json.dumps({"kind": kind, **asdict(row)}) + "\n")
+
+
 def record(row: ScenarioRow) -> None:
-    SCENARIOS.append(row)
+    _append("scenario", row)
 
 
 def record_control(row: ControlRow) -> None:
-    CONTROLS.append(row)
+    _append("control", row)
+
+
+def _recorded() -> tuple[list[ScenarioRow], list[ControlRow]]:
+    sink = _sink()
+    if sink is None or not sink.exists():
+        return SCENARIOS, CONTROLS
+    scenarios, controls = [], []
+    for line in sink.read_text(encoding="utf-8").splitlines():
+        values = json.loads(line)
+        kind = values.pop("kind")
+        (scenarios.append(ScenarioRow(**values)) if kind == "scenario"
+         else controls.append(ControlRow(**values)))
+    return scenarios, controls
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
@@ -77,7 +112,8 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
 def render() -> list[str]:
     """The tables as lines (empty when no fault scenario ran)."""
     lines: list[str] = []
-    if SCENARIOS:
+    scenarios, controls = _recorded()
+    if scenarios:
         rows = [
             (
                 r.scenario,
@@ -91,13 +127,13 @@ def render() -> list[str]:
                 r.audit,
                 r.result,
             )
-            for r in SCENARIOS
+            for r in scenarios
         ]
         lines += _table(_SCENARIO_HEAD, rows)
-    if CONTROLS:
+    if controls:
         if lines:
             lines.append("")
         lines.append("negative controls (each guarantee switched off; the checker must go red):")
-        rows = [(c.scenario, c.disabled, c.found, c.result) for c in CONTROLS]
+        rows = [(c.scenario, c.disabled, c.found, c.result) for c in controls]
         lines += _table(_CONTROL_HEAD, rows)
     return lines

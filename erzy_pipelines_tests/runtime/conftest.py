@@ -4,6 +4,7 @@ one state database kept across runs, real sandboxes over HTTP, real processes to
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from erzy_pipelines.cli import INSTANCE_TEMPLATE
 from erzy_pipelines.crm.state import StateStore
 from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines_tests.assets.conftest import (
@@ -50,6 +52,12 @@ class Sync:
         metadata.create_all(self.engine)
         (self.root / "contacts.sql").write_text(CONTACTS_SQL)
         (self.root / "memberships.sql").write_text(MEMBERSHIPS_SQL)
+        # The DAGSTER_HOME a user has had for a while: its storage exists before the first sync
+        # (so this test can watch the runs while a sync starts without racing its creation).
+        self.home.mkdir()
+        shutil.copy(INSTANCE_TEMPLATE, self.home / "dagster.yaml")
+        with self.instance():
+            pass
 
     # -- the CRM ---------------------------------------------------------------------------
     def add_people(self, rows: Iterable[dict[str, Any]]) -> None:

@@ -61,8 +61,6 @@ def run_status(world: Sync, run_id: str) -> dg.DagsterRunStatus:
 
 
 def sync_runs(world: Sync) -> list[dg.DagsterRun]:
-    if not (world.home / "dagster.yaml").exists():
-        return []  # the CLI has not set up its DAGSTER_HOME yet
     with world.instance() as instance:
         return list(reversed(instance.get_runs()))  # oldest first
 
@@ -210,10 +208,10 @@ WHERE (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 
 """
 
 
-def _stopped(world: Sync, proc, out: Path, *, within: float = 10.0) -> str:
-    """SIGTERM ``proc``; it must exit within ``within`` seconds, its run canceled."""
+def _stopped(world: Sync, proc, out: Path, *, sig: int = signal.SIGTERM, within: float = 10) -> str:
+    """Send ``sig`` to ``proc``; it must exit within ``within`` seconds, its run canceled."""
     sent = time.monotonic()
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, sig)
     code = proc.wait(60)
     took = time.monotonic() - sent
     text = out.read_text()
@@ -244,7 +242,7 @@ def test_sigterm_while_sending_finishes_the_request_in_flight_and_cancels_the_ru
     assert a.run("sync")[0] == 0 and a.requests(mark) == []
 
 
-def test_sigterm_while_waiting_for_the_slot(make_sync):
+def test_ctrl_c_while_waiting_for_the_slot(make_sync):
     a = make_sync()
     a.add_people(person(i) for i in range(1, 31))
     a.add_memberships([(i, "vip") for i in range(25, 31)])
@@ -253,7 +251,8 @@ def test_sigterm_while_waiting_for_the_slot(make_sync):
     wait_until("A to send", lambda: len(a.writes()) >= 2)
     waiter, out = a.spawn("sync", "--groups", "vip", log="waiter")
     wait_until("B to wait", lambda: "Waiting for the erzycall_api pool" in out.read_text())
-    _stopped(a, waiter, out)
+    text = _stopped(a, waiter, out, sig=signal.SIGINT)
+    assert "Stopped on request (Ctrl-C (SIGINT))" in text
     run_b = sync_runs(a)[-1]
     assert run_status(a, run_b.run_id) == dg.DagsterRunStatus.CANCELED
     with a.instance() as instance:
