@@ -128,16 +128,19 @@ def partition_events(
     windows: Sequence[RateWindow],
     keys: Sequence[str] = SYNC_KEYS,
     planned: bool = False,
+    observe: bool = False,
 ) -> Iterator[Event]:
-    """One event per (asset, partition): materializations for a sync, observations for a plan
-    (a plan is not a materialization: no partition turns green and the audit is not replaced)."""
+    """One event per (asset, partition), with the group's figures (its plan if ``planned``).
+
+    Materializations by default; observations with ``observe`` — for a plan (a plan is not a
+    materialization: no partition turns green, the audit is not replaced) and for a run that
+    could not finish sending (its partitions show as failed, its figures are still there).
+    """
+    event = dg.AssetObservation if observe or planned else dg.AssetMaterialization
     for partition, group in figures.items():
         by_asset = group_metadata(partition, group, extracted, windows=windows, planned=planned)
         for key in keys:
-            if planned:
-                yield dg.AssetObservation(key, partition=partition, metadata=by_asset[key])
-            else:
-                yield dg.AssetMaterialization(key, partition=partition, metadata=by_asset[key])
+            yield event(key, partition=partition, metadata=by_asset[key])
 
 
 @dataclass

@@ -44,6 +44,3 @@ def md_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], limit: i
         lines.append("| " + " | ".join("" for _ in columns) + " |")
     return "\n".join(lines)
 
-
-def md_counts(counts: Mapping[str, int], title: str = "count") -> str:
-    return md_table(({"what": k, title: v} for k, v in counts.items()), ("what", title), limit=100)

@@ -88,7 +88,7 @@ SPECS = [
         kinds=kinds,
         group_name=GROUP,
         partitions_def=crm_groups_partitions,
-        metadata={"dagster/column_schema": schema, "pool": "erzycall_api"},
+        metadata={"dagster/column_schema": schema},
         skippable=True,  # materialized through per-partition events, never an output value
     )
     for i, (key, (description, kinds, schema)) in enumerate(zip(SYNC_KEYS, _SPECS, strict=True))
@@ -246,13 +246,9 @@ def sync_contacts(
         # A run that could not finish sending reports what it did, but does not mark the
         # ErzyCall side of its partitions as materialized: they show as failed.
         yield from events.partition_events(figures, extracted, windows=windows, keys=SYNC_KEYS[:3])
-        done_keys = SYNC_KEYS[3:]
-        if complete:
-            yield from events.partition_events(figures, extracted, windows=windows, keys=done_keys)
-        else:
-            yield from events.partition_events(
-                figures, extracted, windows=windows, keys=done_keys, planned=True
-            )
+        yield from events.partition_events(
+            figures, extracted, windows=windows, keys=SYNC_KEYS[3:], observe=not complete
+        )
         yield events.run_observation(
             events.run_totals(
                 summary, scope.label, extracted, prepared, budget, windows, store, started

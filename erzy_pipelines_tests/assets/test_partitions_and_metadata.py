@@ -159,3 +159,25 @@ def test_cli_runs_are_runs_of_the_sync_job(groups):
     h = groups
     assert h.sync()[0] == 0 and h.sync(["vip"])[0] == 0
     assert {r.job_name for r in h.instance.get_runs()} == {"erzycall_sync"}
+
+
+def test_a_run_that_cannot_finish_sending_leaves_its_partitions_failed_with_its_figures(groups):
+    """The key is revoked: what was read is materialized; the ErzyCall side of the partitions
+    is observed (what was tried, failed and deferred) but not marked materialized."""
+    from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+
+    h = groups
+    h.sandbox.revoke_key(DEMO_API_KEY)
+    code, _ = h.sync()
+    assert code == 1
+    run_id = h.last_run_id()
+    done = _events(h.instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
+    assert {e.asset_key.path[0] for e in done} == {
+        "crm_contacts", "normalized_contacts", "deduped_contacts"
+    }
+    seen = _by_partition(
+        _events(h.instance, run_id, dg.DagsterEventType.ASSET_OBSERVATION), "erzycall_contacts"
+    )
+    assert seen["vip"]["failed"] + seen["vip"]["deferred"] == 2 and seen["vip"]["created"] == 0
+    assert h.instance.get_materialized_partitions(dg.AssetKey("erzycall_contacts")) == set()
+    assert h.instance.get_runs(limit=1)[0].status == dg.DagsterRunStatus.FAILURE
