@@ -23,7 +23,7 @@ chromium:
 
 test: $(VENV)/.installed chromium
 	$(BIN)/ruff check erzy_pipelines erzy_pipelines_tests benchmarks
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 faults: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m faults -s

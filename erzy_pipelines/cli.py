@@ -23,7 +23,14 @@ from erzy_pipelines.core.budget import (
 )
 from erzy_pipelines.crm.state import RUN_COUNT_FIELDS
 from erzy_pipelines.erzycall.secret import Secret
-from erzy_pipelines.settings import SettingError, apply_env_defaults, data_dir, env, settings
+from erzy_pipelines.settings import (
+    SettingError,
+    apply_env_defaults,
+    data_dir,
+    env,
+    hide_password,
+    settings,
+)
 
 DEMO_RATE_LIMITS = "3000/60,100000/3600"
 SUMMARY_COLUMNS = RUN_COUNT_FIELDS  # the erzy_sync_runs counters, in table order
@@ -255,13 +262,20 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_demo_sandbox(port: int = 0):
+DEMO_SANDBOX_PORT = 8787
+
+
+def _start_demo_sandbox(port: int = DEMO_SANDBOX_PORT):
+    """The demo's sandbox, on the same port every time when it is free: the state database
+    recognizes an ErzyCall account by its URL and key (a new port would cost a probe)."""
     from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 
     limits = tuple((w.limit, w.seconds) for w in parse_rate_limits(DEMO_RATE_LIMITS))
-    sandbox = SandboxServer(
-        SandboxConfig(port=port, limits=limits, db_path=str(data_dir() / "demo_sandbox.sqlite"))
-    ).start()
+    db_path = str(data_dir() / "demo_sandbox.sqlite")
+    try:
+        sandbox = SandboxServer(SandboxConfig(port=port, limits=limits, db_path=db_path)).start()
+    except OSError:  # taken (a sandbox of yours?): any free port will do
+        sandbox = SandboxServer(SandboxConfig(port=0, limits=limits, db_path=db_path)).start()
     os.environ.update(
         ERZYCALL_BASE_URL=sandbox.base_url,
         ERZYCALL_API_KEY=DEMO_API_KEY,
@@ -343,22 +357,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
         sandbox.stop()
 
 
-def _hide_password(url: str) -> str:
-    import sqlalchemy as sa
-
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a SQLAlchemy URL (e.g. the API base URL): shown as it is
-        return url
-
-
 def cmd_config(args: argparse.Namespace) -> int:
     for setting in settings():
         value = os.environ.get(setting.name, setting.default)
         if setting.name == "ERZYCALL_API_KEY":
             value = repr(Secret(value))
         elif setting.name.endswith("_URL") and "://" in value:
-            value = _hide_password(value)
+            value = hide_password(value)
         print(f"{setting.name:30} {value}")
     return 0
 

@@ -11,6 +11,7 @@ import dagster as dg
 
 from erzy_pipelines.assets.plan import erzycall_plan
 from erzy_pipelines.assets.sync import sync_contacts
+from erzy_pipelines.core.ownership import MODES
 from erzy_pipelines.resources import (
     CrmDatabaseResource,
     ErzyCallResource,
@@ -32,6 +33,13 @@ def _number(name: str, kind: type[int] | type[float]) -> int | float:
 
 def _flag(name: str) -> bool:
     return env(name).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _choice(name: str, allowed: tuple[str, ...]) -> str:
+    value = env(name).strip().lower()
+    if value not in allowed:
+        raise SettingError(f"{name}={env(name)!r} is not one of: {', '.join(allowed)}")
+    return value
 
 
 def build_resources() -> dict[str, object]:
@@ -56,6 +64,8 @@ def build_resources() -> dict[str, object]:
             max_requests_per_run=_number("ERZY_MAX_REQUESTS_PER_RUN", int),
             max_run_seconds=_number("ERZY_MAX_RUN_SECONDS", float),
             reject_rate_warn=_number("ERZY_REJECT_RATE_WARN", float),
+            ownership=_choice("ERZY_OWNERSHIP", MODES),
+            lease_seconds=_number("ERZY_LEASE_SECONDS", float),
         ),
     }
 

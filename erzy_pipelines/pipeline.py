@@ -29,6 +29,7 @@ class Extracted:
     columns: list[str]
     stranded: int = 0  # rows included because they were last sent with a selected group
     same_phone: int = 0  # rows of other groups sharing a phone with a selected row
+    managed_groups: frozenset[str] = frozenset()  # every ErzyCall group id the mapping uses
 
 
 @dataclass
@@ -118,7 +119,10 @@ def extract(
     stranded = sum(1 for row in rows if row["crm_id"] in extra)
     rows += same
     columns = list(rows[0].keys()) if rows else list(EMPTY_COLUMNS)
-    return Extracted(rows=rows, columns=columns, stranded=stranded, same_phone=len(same))
+    managed = frozenset(gid for groups in memberships.values() for _, gid in groups if gid)
+    return Extracted(
+        rows=rows, columns=columns, stranded=stranded, same_phone=len(same), managed_groups=managed
+    )
 
 
 #: Rows normalized between two looks at the stop signal (a few milliseconds of work).

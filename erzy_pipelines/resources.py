@@ -6,7 +6,6 @@ the objects themselves (client, engine, state store) live in Dagster-free module
 
 import contextlib
 import functools
-import hashlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +14,9 @@ import dagster as dg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
+from erzy_pipelines.accounts import Credential, key_id_of, normalize_base_url
 from erzy_pipelines.core.budget import RateWindow, parse_rate_limits
+from erzy_pipelines.core.ownership import Ownership
 from erzy_pipelines.crm.extract import (
     CrmConnectionError,
     Membership,
@@ -28,7 +29,9 @@ from erzy_pipelines.crm.extract import (
 from erzy_pipelines.crm.shared_limiter import SqlRateLimitStore
 from erzy_pipelines.crm.state import StateStore
 from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, Window, validate_base_url
+from erzy_pipelines.erzycall.retry import RetryPolicy
 from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+from erzy_pipelines.leases import DEFAULT_LEASE_SECONDS
 from erzy_pipelines.settings import REAL_API_BASE_URL
 
 
@@ -69,8 +72,12 @@ class ErzyCallResource(dg.ConfigurableResource):
             ) from None
 
     def key_id(self) -> str:
-        """A stable, non-reversible id of the key: names its shared budget in the state DB."""
-        return hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
+        """A stable, non-reversible id of the key: names its budget and account in the state DB."""
+        return key_id_of(self.api_key)
+
+    def credential(self) -> Credential:
+        """The base URL and key id the state's account is recognized by (``accounts.py``)."""
+        return Credential(normalize_base_url(self.base_url), self.key_id())
 
     def check_usable(self) -> None:
         """Fail fast on the one misconfiguration that would otherwise cost a 401."""
@@ -92,11 +99,16 @@ class ErzyCallResource(dg.ConfigurableResource):
         """
         self.check_usable()
         windows = tuple(Window(w.limit, w.seconds) for w in self.windows())
+        # A pause the API imposes beyond what the client would wait on retries means the key's
+        # budget is spent elsewhere: the run defers instead of sleeping it out.
+        pause = RetryPolicy().max_total_wait
         if shared_budget_url:
             store = SqlRateLimitStore(shared_budget_url, key_id=self.key_id())
-            limiter = RateLimiter(windows=windows, store=store, clock=time.time, sleep=sleep)
+            limiter = RateLimiter(
+                windows=windows, store=store, clock=time.time, sleep=sleep, max_server_pause=pause
+            )
         else:
-            limiter = RateLimiter(windows=windows, sleep=sleep)
+            limiter = RateLimiter(windows=windows, sleep=sleep, max_server_pause=pause)
         return ErzyCallClient(
             api_key=self.api_key,
             base_url=self.base_url,
@@ -196,3 +208,9 @@ class SyncPolicyResource(dg.ConfigurableResource):
     max_requests_per_run: int = 0
     max_run_seconds: float = 0.0
     reject_rate_warn: float = 0.2
+    ownership: str = "merge"  # see core/ownership.py: merge (keep ErzyCall users' edits) or replace
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+
+    def owner(self, managed_groups: frozenset[str]) -> Ownership:
+        """How writes treat what ErzyCall's users added, for a CRM mapping these groups."""
+        return Ownership(merge=self.ownership == "merge", managed_groups=managed_groups)

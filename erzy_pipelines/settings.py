@@ -18,6 +18,23 @@ SQL_DIR = PACKAGE_DIR / "sql"
 REAL_API_BASE_URL = "https://app.erzycall.com/api/v1"
 
 
+def hide_password(url: str | object) -> str:
+    """A database URL as text, its password (if any) shown as ``***``.
+
+    Works on the raw text, not on a parsed URL: a URL SQLAlchemy cannot parse, or a password
+    holding an unescaped ``@`` (which a parser would cut in two), must not leak either. The
+    user info runs to the *last* ``@``, so the mask may cover more than the password, never less.
+    """
+    is_parsed = hasattr(url, "render_as_string")  # a sqlalchemy.URL
+    text = url.render_as_string(hide_password=False) if is_parsed else str(url)  # type: ignore
+    scheme, sep, rest = text.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0 or ":" not in rest[:at]:
+        return text
+    user = rest[:at].split(":", 1)[0]
+    return f"{scheme}://{user}:***{rest[at:]}"
+
+
 class SettingError(ValueError):
     """An environment variable holds a value the package cannot use; the message names it."""
 
@@ -60,6 +77,12 @@ def _settings() -> tuple[Setting, ...]:
         Setting("ERZY_MAX_REQUESTS_PER_RUN", "0", "most requests one run may spend (0 = no cap)"),
         Setting("ERZY_MAX_RUN_SECONDS", "0", "longest a run may send for, seconds (0 = no cap)"),
         Setting("ERZY_REJECT_RATE_WARN", "0.2", "reject share above which the check warns"),
+        Setting(
+            "ERZY_OWNERSHIP",
+            "merge",
+            "merge: keep tags, groups and custom fields added in ErzyCall; replace: the CRM only",
+        ),
+        Setting("ERZY_LEASE_SECONDS", "120", "a contact's lease; renewed while a run waits"),
         Setting("ERZY_SCHEDULE_CRON", "0 2 * * *", "cron of the daily full sync (UTC)"),
         Setting(
             "ERZY_DATA_DIR", "data", "folder for the demo CRM, state and local Dagster storage"

@@ -1,8 +1,9 @@
 """One whole sync step: plan against the state, then send (or, on a dry run, only record) it.
 
-``run_sync`` is what the ``erzycall_contacts`` asset calls: it opens the run's row in
-``erzy_sync_runs``, audits rejects, merges and skipped payloads, hands the operations to
-:func:`erzy_pipelines.upsert.execute_plan`, and closes the run with counts taken from the audit.
+``run_sync`` is what the sync asset calls: it finds the ErzyCall account the run addresses,
+opens the run's row in ``erzy_sync_runs``, audits rejects, merges and skipped payloads, hands
+the operations to :func:`erzy_pipelines.upsert.execute_plan`, and closes the run with counts
+taken from the audit.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from erzy_pipelines.core.plan import Operation, Plan
+from erzy_pipelines.accounts import Account
+from erzy_pipelines.core.ownership import REPLACE, Ownership
+from erzy_pipelines.core.payload import payload_hash
+from erzy_pipelines.core.plan import ContactState, Operation, Plan, plan_operations
 from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.erzycall.models import Contact as RemoteContact
+from erzy_pipelines.leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from erzy_pipelines.runtime.stop import StopSignal, SyncStopped
 from erzy_pipelines.upsert import (
     Budget,
@@ -49,6 +54,7 @@ class RunSummary:
     report: SyncReport
     counts: dict[str, int]
     dry_run: bool
+    account: Account | None = None  # the ErzyCall account the run's state describes
 
     @property
     def requests(self) -> int:
@@ -113,36 +119,38 @@ def _run_counts(store: Any, run_id: str, unchanged: Sequence[Any]) -> Counter[st
 
 
 def states_from_remote(
-    states: dict[str, Any], remote_contacts: Iterable[RemoteContact]
-) -> dict[str, Any]:
+    states: dict[str, Any],
+    remote_contacts: Iterable[RemoteContact],
+    ownership: Ownership = REPLACE,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Replace stored knowledge with what ErzyCall really holds (full resync / reconcile).
 
-    A phone found remotely gets its real id and its real payload as the "last sent" one, so the
-    plan PATCHes exactly the drift; a stored id that is gone remotely is dropped, so the plan
-    creates the contact again.
+    A phone found remotely gets its real id and, as the "last sent" payload, the part of what
+    ErzyCall holds that the sync owns (``Ownership.owned_view``), so the plan sends exactly the
+    drift and leaves what ErzyCall's users added alone; a stored id that is gone remotely is
+    dropped, so the plan creates the contact again. Payloads the API rejected before are tried
+    again. Returns (states, what ErzyCall holds by phone).
     """
-    from erzy_pipelines.core.payload import payload_hash
-    from erzy_pipelines.core.plan import ContactState
-
     by_phone = {c.phone: c for c in remote_contacts}
+    current = {phone: remote_payload(remote) for phone, remote in by_phone.items()}
     out: dict[str, Any] = {}
     for phone in set(states) | set(by_phone):
         old = states.get(phone)
-        remote = by_phone.get(phone)
-        payload = remote_payload(remote) if remote else None
+        remote = current.get(phone)
+        owned = ownership.owned_view(remote, old.last_payload if old else None) if remote else None
         out[phone] = ContactState(
             phone=phone,
-            remote_id=remote.id if remote else None,
-            last_payload=payload,
-            last_hash=payload_hash(payload) if payload else None,
+            remote_id=by_phone[phone].id if remote else None,
+            last_payload=owned,
+            last_hash=payload_hash(owned) if owned else None,
             last_outcome=old.last_outcome if old else None,
-            rejected_hash=old.rejected_hash if old else None,
+            rejected_hash=None,
             intent_seq=old.intent_seq if old else 0,
             pending_hash=old.pending_hash if old else None,
             deferred=old.deferred if old else False,
             failure_count=old.failure_count if old else 0,
         )
-    return out
+    return out, current
 
 
 def run_sync(
@@ -151,7 +159,7 @@ def run_sync(
     rejects: Sequence[Any],
     merges: Sequence[Any],
     store: Any,
-    client_factory: Callable[[], ErzyCallClient],
+    client_factory: Callable[[Callable[[float], None]], ErzyCallClient],
     run_id: str,
     partition_key: str,
     dry_run: bool = False,
@@ -160,6 +168,9 @@ def run_sync(
     on_progress: ProgressCallback | None = None,
     stop: StopSignal | None = None,
     send_slot: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    account: Account | None = None,
+    ownership: Ownership = REPLACE,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> RunSummary:
     """Plan the contacts against the state, then send (or, on a dry run, only record) the plan.
 
@@ -167,11 +178,28 @@ def run_sync(
     (⌈N/100⌉ requests) and plans against what is really there instead of the stored hashes.
     A dry run never builds a client, so it cannot send anything.
 
+    ``store`` is bound to the run's ErzyCall account (``accounts.py``); ``account`` says how it
+    was recognized (its probe requests count in the run's total). ``client_factory(sleep)``
+    builds the client; every wait it makes goes through ``sleep``, which keeps the run's contact
+    lease alive (``leases.py``).
+
     ``send_slot`` is entered right before the first request and left after the last (the
     ``erzycall_api`` pool slot): a run with nothing to send never waits for it. ``stop`` ends
     the sending early (see :func:`execute_plan`); a stop during the listing raises SyncStopped.
     """
-    from erzy_pipelines.core.plan import plan_operations
+    stop = stop or StopSignal()
+    client: ErzyCallClient | None = None
+    report = SyncReport()
+    sending = contextlib.ExitStack()
+    keeper = LeaseKeeper(store, run_id, lease_seconds, stop)
+
+    def open_client() -> ErzyCallClient:
+        sending.enter_context(send_slot())
+        opened = sending.enter_context(contextlib.closing(client_factory(keeper.sleep)))
+        opened.before_attempt = keeper.confirm
+        return opened
+
+    report.requests += account.probes if account is not None else 0
 
     # A retried step reopens its run: the rows its earlier attempts audited stay (they say what
     # was sent), and this attempt does not audit the same rejects, merges and skips again.
@@ -180,25 +208,19 @@ def run_sync(
     skips_audited = {r["phone"] for r in earlier if r["action"] == "skip"}
     store.start_run(run_id, partition_key, dry_run)
     states = store.load_states([c.phone for c in contacts])
-    client: ErzyCallClient | None = None
-    report = SyncReport()
-    sending = contextlib.ExitStack()
-
-    def open_client() -> ErzyCallClient:
-        sending.enter_context(send_slot())
-        opened = sending.enter_context(contextlib.closing(client_factory()))
-        return opened
-
+    current: dict[str, dict[str, Any]] = {}
     try:
         if reconcile and not dry_run:
-            client = open_client()
+            client = client or open_client()
             before = client.requests_sent
-            states = states_from_remote(states, client.list_contacts(limit=100))
+            states, current = states_from_remote(
+                states, client.list_contacts(limit=100), ownership
+            )
             report.requests += client.requests_sent - before
             if budget and budget.max_requests is not None:  # the listing is part of the cap
                 left = max(0, budget.max_requests - report.requests)
                 budget = Budget(max_requests=left, max_seconds=budget.max_seconds)
-        plan = plan_operations(contacts, states)
+        plan = plan_operations(contacts, states, ownership, current_known=bool(current))
         store.clear_deferred(
             [c.phone for c in plan.unchanged] + [op.contact.phone for op in plan.skipped]
         )
@@ -224,6 +246,9 @@ def run_sync(
                 on_progress=on_progress,
                 reconciled=reconcile,
                 stop=stop,
+                keeper=keeper,
+                ownership=ownership,
+                current=current,
             )
             sent.requests += report.requests
             report = sent
@@ -232,7 +257,9 @@ def run_sync(
         counts = {name: sum(outcomes[o] for o in feeds) for name, feeds in RUN_COUNTERS.items()}
         counts["requests"] = report.requests
         store.finish_run(run_id, counts, _status(report, counts))
-        return RunSummary(plan=plan, report=report, counts=counts, dry_run=dry_run)
+        return RunSummary(
+            plan=plan, report=report, counts=counts, dry_run=dry_run, account=account
+        )
     except BaseException as exc:
         # Stopped, or infrastructure gone mid-run: close the run row if the state database
         # still answers; the step retry (or the next run) starts a fresh one.

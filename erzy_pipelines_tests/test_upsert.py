@@ -124,7 +124,7 @@ def test_a_deferred_contact_reverted_in_the_crm_leaves_the_backlog(sandbox, stor
             rejects=[],
             merges=[],
             store=store,
-            client_factory=lambda: api,
+            client_factory=lambda sleep: api,
             run_id="r2",
             partition_key="all",
         )

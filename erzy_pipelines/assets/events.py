@@ -158,6 +158,8 @@ class RunTotals:
     counts: Mapping[str, int]
     duration_seconds: float
     results: Sequence[Mapping[str, Any]]
+    account: str = ""  # the ErzyCall account (state namespace) the run addressed
+    budget_frees_at: float | None = None  # the key's budget was spent: when it frees (epoch)
 
 
 def run_observation(totals: RunTotals, windows: Sequence[RateWindow]) -> dg.AssetObservation:
@@ -167,6 +169,7 @@ def run_observation(totals: RunTotals, windows: Sequence[RateWindow]) -> dg.Asse
     metadata: dict[str, Any] = {
         "scope": totals.scope,
         "plan_only": totals.planned,
+        "erzycall_account": totals.account,
         "crm_records": len(totals.extracted.rows),
         "stranded_records_included": totals.extracted.stranded,
         "same_phone_records_included": totals.extracted.same_phone,
@@ -182,6 +185,7 @@ def run_observation(totals: RunTotals, windows: Sequence[RateWindow]) -> dg.Asse
         **_seconds("backlog_eta", seconds_for_requests(totals.backlog, windows)),
         **{name: int(totals.counts.get(name, 0)) for name in totals.counts},
         "duration_seconds": round(totals.duration_seconds, 3),
+        **_budget_spent(totals.budget_frees_at),
         "operations": dg.MetadataValue.md(
             md_table(
                 totals.results,
@@ -190,6 +194,16 @@ def run_observation(totals: RunTotals, windows: Sequence[RateWindow]) -> dg.Asse
         ),
     }
     return dg.AssetObservation(CONTACTS, metadata=metadata)
+
+
+def _budget_spent(frees_at: float | None) -> dict[str, Any]:
+    """When the key's budget frees, if the API said it was spent (else nothing)."""
+    if frees_at is None:
+        return {}
+    return {
+        "key_budget_frees_at": dg.MetadataValue.timestamp(frees_at),
+        **_seconds("key_budget_frees_in", max(0.0, frees_at - time.time())),
+    }
 
 
 def run_totals(
@@ -214,6 +228,8 @@ def run_totals(
         requests_spent=summary.requests,
         request_cap=min(caps) if caps else None,
         backlog=store.backlog(),
+        account=summary.account.account_id if summary.account else "",
+        budget_frees_at=summary.report.budget_frees_at,
         counts=summary.counts,
         duration_seconds=time.monotonic() - started,
         results=[r.audit_row("", scope) for r in summary.report.results],

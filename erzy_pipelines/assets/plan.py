@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from erzy_pipelines.assets import events
-from erzy_pipelines.assets.step import read_and_prepare, sync_step
+from erzy_pipelines.assets.step import bind_account, read_and_prepare, sync_step
 from erzy_pipelines.core.group_figures import group_figures
 from erzy_pipelines.partitions import crm_groups_partitions, run_partition_keys, scope_for
 from erzy_pipelines.resources import (
@@ -42,6 +42,7 @@ def plan_contacts(
     started = time.monotonic()
     store, scope, windows = state.store(), scope_for(context), erzycall.windows()
     with sync_step(context) as stop:
+        store, account = bind_account(context, store, erzycall, state.url, stop, dry_run=True)
         extracted, prepared = read_and_prepare(
             context, crm=crm, store=store, scope=scope, region=policy.default_region, stop=stop
         )
@@ -50,10 +51,12 @@ def plan_contacts(
             rejects=prepared.all_rejects,
             merges=prepared.merges,
             store=store,
-            client_factory=lambda: None,  # never called on a dry run
+            client_factory=lambda sleep: None,  # never called on a dry run
             run_id=context.run_id,
             partition_key=scope.label,
             dry_run=True,
+            account=account,
+            ownership=policy.owner(extracted.managed_groups),
         )
         figures = group_figures(
             run_partition_keys(context),

@@ -3,16 +3,22 @@ work for the run's groups (CRM → normalize → dedupe), and the ``erzycall_api
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRunStatus
+from sqlalchemy import exc as sa_exc
 
+from erzy_pipelines.accounts import Account, Probe, account_for_run, probe_with
 from erzy_pipelines.crm.state import StateStore
+from erzy_pipelines.erzycall import errors
 from erzy_pipelines.partitions import SyncScope, unknown_groups
 from erzy_pipelines.pipeline import Extracted, Prepared, extract, group_keys_of, prepare
-from erzy_pipelines.resources import CrmDatabaseResource
+from erzy_pipelines.resources import CrmDatabaseResource, ErzyCallResource
 from erzy_pipelines.runtime.dead_runs import free_if_done
 from erzy_pipelines.runtime.pool import PoolSlot
 from erzy_pipelines.runtime.process import ProcessIdentity
@@ -47,6 +53,21 @@ def sync_step(context: Context) -> Iterator[StopSignal]:
                 "finished; what was not sent is deferred and goes first next run.",
                 allow_retries=False,
             ) from None
+
+
+STEP_RETRIES = 2
+STEP_RETRY_SECONDS = 5
+
+
+@contextmanager
+def retried_on_infrastructure(context: Context) -> Iterator[None]:
+    """The state database or the network went away: retry the whole step (after 5 s, then
+    10 s). Safe: every outcome is committed per contact and a retried intent reuses its key."""
+    try:
+        yield
+    except (sa_exc.OperationalError, errors.TransportError) as exc:
+        wait = STEP_RETRY_SECONDS * 2**context.retry_number
+        raise dg.RetryRequested(max_retries=STEP_RETRIES, seconds_to_wait=wait) from exc
 
 
 def read_and_prepare(
@@ -111,3 +132,40 @@ def send_slot(context: Context, store: StateStore, stop: StopSignal) -> Callable
             yield
 
     return held
+
+
+def bind_account(
+    context: Context,
+    store: StateStore,
+    erzycall: ErzyCallResource,
+    state_url: str,
+    stop: StopSignal,
+    *,
+    dry_run: bool,
+) -> tuple[StateStore, Account]:
+    """The state of the ErzyCall account this run addresses (``accounts.py``): known at no
+    cost, or recognized with a few GETs; it is said in the log when it was not simply known."""
+
+    @contextmanager
+    def probing() -> Iterator[Probe]:
+        with contextlib.closing(erzycall.make_client(state_url, sleep=stop.sleep)) as client:
+            yield probe_with(client)
+
+    account = account_for_run(
+        store, erzycall.credential(), dry_run=dry_run, open_probe=probing
+    )
+    if not account.known:
+        spent = f" ({account.probes} request(s) to find out)" if account.probes else ""
+        context.log.info(f"ErzyCall account {account.account_id}: {account.note}{spent}.")
+    return store.with_account(account.account_id), account
+
+
+def budget_spent_message(frees_at: float, counts: Mapping[str, int]) -> str:
+    when = dt.datetime.fromtimestamp(frees_at, dt.UTC)
+    wait = max(0, int(frees_at - time.time()))
+    return (
+        f"The API key's request budget is spent (by this run or another client using the same "
+        f"key): the API answered 429 for longer than a run waits. It frees at {when:%H:%M:%S} "
+        f"UTC (in {wait // 60} min {wait % 60} s). {counts.get('deferred', 0)} contact(s) "
+        "deferred; they go first next run. This is not an outage."
+    )

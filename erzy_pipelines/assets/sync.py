@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 
 import dagster as dg
-from sqlalchemy import exc as sa_exc
 
 from erzy_pipelines.assets import events
 from erzy_pipelines.assets.events import CONTACTS, DEDUPED, NORMALIZED, SYNC_KEYS
@@ -25,10 +24,16 @@ from erzy_pipelines.assets.schemas import (
     NORMALIZED_SCHEMA,
     OPERATIONS_SCHEMA,
 )
-from erzy_pipelines.assets.step import read_and_prepare, send_slot, sync_step
+from erzy_pipelines.assets.step import (
+    bind_account,
+    budget_spent_message,
+    read_and_prepare,
+    retried_on_infrastructure,
+    send_slot,
+    sync_step,
+)
 from erzy_pipelines.core.budget import format_duration, seconds_for_requests
 from erzy_pipelines.core.group_figures import group_figures
-from erzy_pipelines.erzycall import errors
 from erzy_pipelines.partitions import crm_groups_partitions, run_partition_keys, scope_for
 from erzy_pipelines.pipeline import Prepared, duplicate_phones
 from erzy_pipelines.resources import (
@@ -42,8 +47,6 @@ from erzy_pipelines.sync_run import run_sync
 from erzy_pipelines.upsert import Budget
 
 GROUP = "erzycall_sync"
-STEP_RETRIES = 2
-STEP_RETRY_SECONDS = 5
 
 _SPECS = (
     (
@@ -188,7 +191,8 @@ def sync_contacts(
     store, scope, windows = state.store(), scope_for(context), erzycall.windows()
     keys = run_partition_keys(context)
     budget = _budget(config, policy)
-    with sync_step(context) as stop:
+    with sync_step(context) as stop, retried_on_infrastructure(context):
+        store, account = bind_account(context, store, erzycall, state.url, stop, dry_run=False)
         extracted, prepared = read_and_prepare(
             context, crm=crm, store=store, scope=scope, region=policy.default_region, stop=stop
         )
@@ -213,27 +217,23 @@ def sync_contacts(
                     f"progress: {done}/{total} operations, {requests} requests, ETA {eta}"
                 )
 
-        try:
-            summary = run_sync(
-                contacts=prepared.contacts,
-                rejects=prepared.all_rejects,
-                merges=prepared.merges,
-                store=store,
-                client_factory=lambda: erzycall.make_client(state.url, sleep=stop.sleep),
-                run_id=context.run_id,
-                partition_key=scope.label,
-                reconcile=config.full_resync,
-                budget=budget,
-                on_progress=progress,
-                stop=stop,
-                send_slot=send_slot(context, store, stop),
-            )
-        except (sa_exc.OperationalError, errors.TransportError) as exc:
-            # Infrastructure, not data: retry the step with exponential backoff (5 s, 10 s).
-            # Safe: every outcome is committed per contact and a retried intent reuses its key.
-            wait = STEP_RETRY_SECONDS * 2**context.retry_number
-            raise dg.RetryRequested(max_retries=STEP_RETRIES, seconds_to_wait=wait) from exc
-
+        summary = run_sync(
+            contacts=prepared.contacts,
+            rejects=prepared.all_rejects,
+            merges=prepared.merges,
+            store=store,
+            client_factory=lambda sleep: erzycall.make_client(state.url, sleep=sleep),
+            run_id=context.run_id,
+            partition_key=scope.label,
+            reconcile=config.full_resync,
+            budget=budget,
+            on_progress=progress,
+            stop=stop,
+            send_slot=send_slot(context, store, stop),
+            account=account,
+            ownership=policy.owner(extracted.managed_groups),
+            lease_seconds=policy.lease_seconds,
+        )
         report = summary.report
         complete = not (report.aborted or report.stopped)
         figures = group_figures(
@@ -260,6 +260,15 @@ def sync_contacts(
         yield _failed_check(summary.counts["failed"])
         if report.stopped:
             raise SyncStopped(report.stopped)
+        if report.budget_frees_at is not None:
+            context.log.warning(budget_spent_message(report.budget_frees_at, summary.counts))
+        if report.misconfigured:
+            raise dg.Failure(
+                description=f"Sync stopped: {report.aborted}. Several contacts in a row answered "
+                "404: ERZYCALL_BASE_URL (or a proxy in front of it) or ERZYCALL_API_KEY probably "
+                "points somewhere else. Nothing was forgotten; what was not tried is deferred.",
+                allow_retries=False,
+            )
         if report.api_unavailable:
             raise dg.Failure(
                 description=f"Sync stopped: the ErzyCall API is unavailable ({report.aborted})."

@@ -4,8 +4,6 @@ Rules, for a contact with payload hash H and its state S (looked up by phone):
 
 - no S, or no remote id -> CREATE with ``create_body(payload)``; except that if the API already
   rejected exactly this payload (S.rejected_hash == H) -> SKIP_REJECTED.
-- full_resync and a remote id -> UPDATE with the full payload (the caller reconciles drift the
-  hashes cannot see); rejected payloads are retried too (e.g. after a missing group was created).
 - H == S.last_hash -> UNCHANGED (no request: a rerun with no CRM change sends nothing).
 - H == S.rejected_hash -> SKIP_REJECTED (the API said no to exactly this payload; no request
   until the contact changes).
@@ -16,8 +14,12 @@ Rules, for a contact with payload hash H and its state S (looked up by phone):
   writing twice; anything else is a new intent, ``S.intent_seq + 1`` (1 without state). The key
   hashes the body sent (see ``payload.idempotency_key``). The caller stores ``pending_hash`` and
   ``intent_seq`` before sending and clears ``pending_hash`` once the outcome is known.
+- A full resync plans against what ErzyCall holds (``sync_run.states_from_remote``), so the same
+  rules find the drift; it also forgets rejected hashes, so rejected payloads are retried.
+- Ownership (``core/ownership.py``): in merge mode an UPDATE whose body touches tags, groupIds or
+  customFields first reads the contact: it takes 2 requests.
 - Order: deferred or previously failed contacts first (they have waited longest), then the rest;
-  each part by phone. ``requests_needed`` = number of operations (one request each).
+  each part by phone. ``requests_needed`` = the requests of every operation.
 - Skipped operations carry no body and no idempotency key: nothing is sent.
 """
 
@@ -29,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from erzy_pipelines.core.normalize import Contact
+from erzy_pipelines.core.ownership import REPLACE, Ownership
 from erzy_pipelines.core.payload import (
     changed_fields,
     create_body,
@@ -36,6 +39,10 @@ from erzy_pipelines.core.payload import (
     payload_hash,
     to_payload,
 )
+
+IN_DOUBT = "in-doubt"
+"""A ``pending_hash`` meaning "a write may or may not have been applied, under no reusable
+key": never equal to a payload hash, so the next plan sends every field under a new key."""
 
 
 class Action(StrEnum):
@@ -73,6 +80,8 @@ class Operation:
     remote_id: str | None
     intent_seq: int
     idempotency_key: str
+    last_sent: dict[str, Any] | None = None  # the payload last confirmed (the sync's own part)
+    requests: int = 1  # requests it takes: 2 when the contact must be read first (ownership)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,8 @@ def _write(
     body: dict[str, Any],
     digest: str,
     state: ContactState | None,
+    ownership: Ownership,
+    current_known: bool = False,
 ) -> Operation:
     if state is None:
         seq = 1
@@ -99,7 +110,11 @@ def _write(
         seq = state.intent_seq + 1
     key = idempotency_key(action.value, contact.phone, seq, payload_hash(body))
     remote_id = state.remote_id if state is not None else None
-    return Operation(action, contact, payload, body, digest, remote_id, seq, key)
+    last_sent = state.last_payload if state is not None else None
+    reads = action is Action.UPDATE and not current_known and ownership.needs_current(body)
+    return Operation(
+        action, contact, payload, body, digest, remote_id, seq, key, last_sent, 1 + int(reads)
+    )
 
 
 def _skip(contact: Contact, payload: dict[str, Any], digest: str, state: ContactState) -> Operation:
@@ -109,17 +124,21 @@ def _skip(contact: Contact, payload: dict[str, Any], digest: str, state: Contact
 
 
 def plan_contact(
-    contact: Contact, state: ContactState | None, *, full_resync: bool = False
+    contact: Contact,
+    state: ContactState | None,
+    ownership: Ownership = REPLACE,
+    *,
+    current_known: bool = False,
 ) -> Operation | None:
-    """The operation for one contact; None means UNCHANGED."""
+    """The operation for one contact; None means UNCHANGED. ``current_known``: what ErzyCall
+    holds is known already (a full resync listed it), so merging needs no read."""
     payload = to_payload(contact)
     digest = payload_hash(payload)
     if state is None or state.remote_id is None:
-        if state is not None and state.rejected_hash == digest and not full_resync:
+        if state is not None and state.rejected_hash == digest:
             return _skip(contact, payload, digest, state)
-        return _write(Action.CREATE, contact, payload, create_body(payload), digest, state)
-    if full_resync:
-        return _write(Action.UPDATE, contact, payload, dict(payload), digest, state)
+        body = create_body(payload)
+        return _write(Action.CREATE, contact, payload, body, digest, state, ownership)
     # A write whose outcome never came back (crash, lost response) may or may not have been
     # applied, so what ErzyCall holds is unknown. The same intent is retried as it was (same
     # body, same key); anything else sends every field, so no half-known state survives.
@@ -134,14 +153,15 @@ def plan_contact(
         body = changed_fields(state.last_payload, payload)
         if not body:
             return None
-    return _write(Action.UPDATE, contact, payload, body, digest, state)
+    return _write(Action.UPDATE, contact, payload, body, digest, state, ownership, current_known)
 
 
 def plan_operations(
     contacts: Iterable[Contact],
     states: Mapping[str, ContactState],
+    ownership: Ownership = REPLACE,
     *,
-    full_resync: bool = False,
+    current_known: bool = False,
 ) -> Plan:
     """Plan every contact against its state (keyed by phone); see the module rules."""
     urgent: list[Operation] = []
@@ -150,7 +170,7 @@ def plan_operations(
     skipped: list[Operation] = []
     for contact in contacts:
         state = states.get(contact.phone)
-        op = plan_contact(contact, state, full_resync=full_resync)
+        op = plan_contact(contact, state, ownership, current_known=current_known)
         if op is None:
             unchanged.append(contact)
         elif op.action is Action.SKIP_REJECTED:
@@ -162,4 +182,4 @@ def plan_operations(
     urgent.sort(key=lambda op: op.contact.phone)
     rest.sort(key=lambda op: op.contact.phone)
     operations = urgent + rest
-    return Plan(operations, unchanged, skipped, len(operations))
+    return Plan(operations, unchanged, skipped, sum(op.requests for op in operations))

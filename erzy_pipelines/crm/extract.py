@@ -22,6 +22,8 @@ from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
 
+from erzy_pipelines.settings import hide_password
+
 CONTACT_REQUIRED = ("crm_id", "title", "phone")
 CONTACT_OPTIONAL = ("email", "notes", "tags", "country", "updated_at")
 CUSTOM_PREFIX = "custom_"
@@ -94,7 +96,7 @@ def _scrub(text: str, url: sa.URL) -> str:
 def _connection_error(url: sa.URL, exc: BaseException) -> CrmConnectionError:
     orig = getattr(exc, "orig", None) or exc
     detail = _scrub(" ".join(str(orig).split()), url)
-    safe_url = url.render_as_string(hide_password=True)
+    safe_url = hide_password(url)
     return CrmConnectionError(f"cannot connect to the CRM database {safe_url}: {detail}")
 
 
@@ -102,9 +104,15 @@ def create_crm_engine(url: str | sa.URL, *, check: bool = True,
                       connect_timeout: int = 10) -> sa.Engine:
     """An engine for the CRM with ``pool_pre_ping``; with ``check`` it connects once now so a
     wrong host, port or password fails here with a CrmConnectionError, not deep in a run."""
+    if isinstance(url, str) and url.partition("://")[2].split("/", 1)[0].count("@") > 1:
+        # A parser would cut the password at its "@" and send the rest as the host name,
+        # which drivers then print in their errors.
+        raise CrmConnectionError(
+            "the password in the CRM database URL holds an '@': URL-encode it (write %40)"
+        )
     try:
         sa_url = sa.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise CrmConnectionError(
             "invalid CRM database URL (expected a SQLAlchemy URL such as "
             "postgresql+psycopg://user@host/db)"
@@ -118,7 +126,7 @@ def create_crm_engine(url: str | sa.URL, *, check: bool = True,
         engine = sa.create_engine(sa_url, pool_pre_ping=True, connect_args=connect_args)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
         raise CrmConnectionError(
-            f"cannot use the CRM database URL {sa_url.render_as_string(hide_password=True)}: "
+            f"cannot use the CRM database URL {hide_password(sa_url)}: "
             f"{_scrub(str(exc), sa_url)}"
         ) from None
     if check:

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 # The ErzyCall contact groups (id, name) the sandbox preloads; the CRM groups below map onto them.
 from erzy_pipelines.erzycall.sandbox.config import DEMO_GROUPS
+from erzy_pipelines.settings import hide_password
 
 DEFAULT_DEMO_CRM_PATH = Path("data") / "demo_crm.sqlite"
 """Where the CLI puts the demo CRM, relative to the current directory."""
@@ -547,7 +548,7 @@ def _count(conn: sa.Connection, table: sa.Table) -> int:
 
 def _summary(conn: sa.Connection, url: sa.URL, created: bool) -> SeedSummary:
     return SeedSummary(
-        url=url.render_as_string(hide_password=True),
+        url=hide_password(url),
         people=_count(conn, people),
         phone_numbers=_count(conn, phone_numbers),
         groups=_count(conn, crm_groups),
@@ -585,7 +586,7 @@ def seed_demo_crm(url: str, rows: int = 1000, seed: int = 0, *, replace: bool = 
         with engine.begin() as conn:
             if _schema_present(conn) and not replace:
                 raise DemoCrmExistsError(
-                    f"the demo CRM already exists at {sa_url.render_as_string(hide_password=True)}"
+                    f"the demo CRM already exists at {hide_password(sa_url)}"
                     "; pass replace=True to recreate it"
                 )
             metadata.drop_all(conn, checkfirst=True)

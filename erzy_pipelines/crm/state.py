@@ -9,6 +9,7 @@ failing.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import random
@@ -25,10 +26,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
-from erzy_pipelines.core.plan import ContactState
+from erzy_pipelines.core.plan import IN_DOUBT, ContactState
 
 __all__ = [
     "AUDIT_FIELDS",
+    "DEFAULT_ACCOUNT",
+    "IN_DOUBT",
+    "LEGACY_ACCOUNT",
+    "LeaseLost",
     "ERROR_MESSAGE_MAX",
     "RUN_COUNT_FIELDS",
     "ContactState",
@@ -95,9 +100,16 @@ TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}  # for ev
 
 metadata = sa.MetaData()
 
+DEFAULT_ACCOUNT = "default"
+"""The account of a store not bound to one (tools and tests that use a single account)."""
+LEGACY_ACCOUNT = "legacy"
+"""Contact state written before states were bound to accounts; claimed by the first account
+whose contacts it is shown to describe (see ``erzy_pipelines/accounts.py``)."""
+
 contact_state = sa.Table(
-    "erzy_contact_state",
+    "erzy_contacts",
     metadata,
+    sa.Column("account_id", sa.String(32), primary_key=True),
     sa.Column("phone", sa.String(20), primary_key=True),
     sa.Column("remote_id", sa.String(64)),
     sa.Column("last_payload", _LongText),
@@ -120,11 +132,32 @@ contact_state = sa.Table(
     **TABLE_OPTIONS,
 )
 
+accounts = sa.Table(
+    "erzy_accounts",
+    metadata,
+    sa.Column("account_id", sa.String(32), primary_key=True),
+    sa.Column("label", sa.String(500)),  # the API base URL it was first seen at
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    **TABLE_OPTIONS,
+)
+
+account_keys = sa.Table(
+    "erzy_account_keys",
+    metadata,
+    sa.Column("base_url", sa.String(500), primary_key=True),
+    sa.Column("key_id", sa.String(32), primary_key=True),  # a hash of the key, never the key
+    sa.Column("account_id", sa.String(32), nullable=False),
+    sa.Column("first_seen", UtcDateTime(), nullable=False),
+    sa.Column("last_used", UtcDateTime(), nullable=False),
+    **TABLE_OPTIONS,
+)
+
 sync_audit = sa.Table(
     "erzy_sync_audit",
     metadata,
     sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(64), index=True),
+    sa.Column("account_id", sa.String(32)),
     sa.Column("partition_key", sa.String(255)),
     sa.Column("crm_ids", sa.Text()),
     sa.Column("phone", sa.String(64), index=True),  # may be a raw, unparseable CRM value
@@ -144,6 +177,7 @@ sync_runs = sa.Table(
     "erzy_sync_runs",
     metadata,
     sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(32)),
     sa.Column("partition_key", sa.String(255)),
     sa.Column("started_at", UtcDateTime(), nullable=False, index=True),
     sa.Column("finished_at", UtcDateTime()),
@@ -153,7 +187,7 @@ sync_runs = sa.Table(
     **TABLE_OPTIONS,
 )
 
-AUDIT_FIELDS = tuple(c.name for c in sync_audit.columns if c.name != "id")
+AUDIT_FIELDS = tuple(c.name for c in sync_audit.columns if c.name not in ("id", "account_id"))
 
 
 # --------------------------------------------------------------------------- engine helpers
@@ -294,19 +328,98 @@ def _truncate(message: str | None, limit: int = ERROR_MESSAGE_MAX) -> str | None
 _STATE_FIELDS = {f.name for f in dataclasses.fields(ContactState)}
 
 
+# --------------------------------------------------------------------------- migrations
+
+_BEFORE_ACCOUNTS = "erzy_contact_state"
+_BEFORE_ACCOUNTS_KEPT = "erzy_contact_state_before_accounts"
+
+
+def migrate(engine: Engine) -> None:
+    """Bring a state database written by an earlier version up to this layout. Idempotent, and
+    safe when several processes start at once (each step tolerates another having done it).
+
+    - Contact state keyed by phone alone (``erzy_contact_state``) is copied into
+      ``erzy_contacts`` under ``LEGACY_ACCOUNT``: the first account it is proven to describe
+      takes it over (``accounts.py``); the old table is kept, renamed, and never read again.
+    - ``erzy_sync_audit`` and ``erzy_sync_runs`` get their ``account_id`` column.
+    """
+    inspector = sa.inspect(engine)
+    tables = set(inspector.get_table_names())
+    for table in (sync_audit, sync_runs):
+        if "account_id" not in {c["name"] for c in inspector.get_columns(table.name)}:
+            _try_ddl(engine, f"ALTER TABLE {table.name} ADD COLUMN account_id VARCHAR(32)")
+    if _BEFORE_ACCOUNTS not in tables:
+        return
+    try:
+        old = sa.Table(_BEFORE_ACCOUNTS, sa.MetaData(), autoload_with=engine)
+    except sa.exc.NoSuchTableError:
+        return  # another process migrated it a moment ago
+    columns = [c.name for c in contact_state.columns if c.name in old.c and c.name != "account_id"]
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(*(old.c[n] for n in columns))).mappings()
+        # Read back without our column types: SQLite and MariaDB hand back naive UTC times.
+        rows = [{k: _aware(v) for k, v in r.items()} for r in found]
+
+    def copy_rows(conn: Connection) -> None:
+        insert_ignore(
+            conn,
+            accounts,
+            [{"account_id": LEGACY_ACCOUNT, "label": "before accounts", "created_at": _utcnow()}],
+        )
+        for chunk in _chunks(rows):
+            insert_ignore(conn, contact_state, [{**r, "account_id": LEGACY_ACCOUNT} for r in chunk])
+
+    run_write(engine, copy_rows)
+    _try_ddl(engine, f"ALTER TABLE {_BEFORE_ACCOUNTS} RENAME TO {_BEFORE_ACCOUNTS_KEPT}")
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _try_ddl(engine: Engine, ddl: str) -> None:
+    """Run a schema change another process may have made already (then it fails harmlessly)."""
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(ddl)
+    except sa.exc.DBAPIError:
+        pass
+
+
 # --------------------------------------------------------------------------- the store
 
 
+class LeaseLost(RuntimeError):
+    """This run no longer holds the contact's lease: another run took it over. Nothing is
+    written; the contact is planned again by the next run."""
+
+
 class StateStore:
-    """What the sync last confirmed in ErzyCall per phone, plus the audit trail and run log.
+    """What the sync last confirmed in one ErzyCall account per phone, plus the audit trail and
+    the run log.
 
     ``url`` is a SQLAlchemy URL or an Engine (reused, not disposed by :meth:`close`). Tables
-    are created on construction.
+    are created (and older layouts migrated) on construction. Contact state is kept per
+    account: :meth:`with_account` gives a store bound to one (``DEFAULT_ACCOUNT`` otherwise).
+
+    Writes about one contact that a run makes while sending are *fenced*: they only happen
+    while ``run_id`` holds the contact's lease, else :class:`LeaseLost` is raised.
     """
 
-    def __init__(self, url: str | sa.URL | Engine) -> None:
+    def __init__(self, url: str | sa.URL | Engine, account: str = DEFAULT_ACCOUNT) -> None:
         self._engine, self._owned = create_store_engine(url)
+        self.account = account
         create_tables(self._engine, metadata)
+        migrate(self._engine)
+
+    def with_account(self, account: str, *, take_engine: bool = False) -> StateStore:
+        """The same database, bound to ``account``'s contact state. ``take_engine``: the new
+        store disposes the engine on close (for a store made only to be bound)."""
+        bound = copy.copy(self)
+        bound.account, bound._owned = account, self._owned and take_engine
+        return bound
 
     @property
     def engine(self) -> Engine:
@@ -326,24 +439,47 @@ class StateStore:
     def _write(self, fn: Callable[[Connection], T]) -> T:
         return run_write(self._engine, fn)
 
+    def _mine(self, *conditions: Any) -> Any:
+        """``conditions`` on this account's contact rows."""
+        return sa.and_(contact_state.c.account_id == self.account, *conditions)
+
+    def _blank_rows(self, conn: Connection, phones: Iterable[str]) -> None:
+        rows = [{"account_id": self.account, "phone": p} for p in phones]
+        insert_ignore(conn, contact_state, rows)
+
     def _upsert_state(
         self, conn: Connection, phones: Sequence[str], values: Mapping[str, Any]
     ) -> None:
         """UPDATE the phones' rows, creating blank rows first for phones never seen."""
         values = {**values, "updated_at": _utcnow()}
         for chunk in _chunks(list(phones)):
-            where = contact_state.c.phone.in_(chunk)
+            where = self._mine(contact_state.c.phone.in_(chunk))
             if conn.execute(contact_state.update().where(where).values(values)).rowcount < len(
                 chunk
             ):
-                insert_ignore(conn, contact_state, [{"phone": p} for p in chunk])
+                self._blank_rows(conn, chunk)
                 conn.execute(contact_state.update().where(where).values(values))
+
+    def _fenced(self, phone: str, run_id: str, values: Mapping[str, Any]) -> None:
+        """UPDATE one contact only while ``run_id`` holds its lease; else LeaseLost."""
+        c = contact_state.c
+        stmt = (
+            contact_state.update()
+            .where(self._mine(c.phone == phone, c.lease_run_id == run_id))
+            .values({**values, "updated_at": _utcnow()})
+        )
+
+        def txn(conn: Connection) -> None:
+            if conn.execute(stmt).rowcount != 1:
+                raise LeaseLost(f"run {run_id} no longer holds the lease of this contact")
+
+        self._write(txn)
 
     # ----------------------------------------------------------------- reading state
 
     def load_states(self, phones: Iterable[str] | None = None) -> dict[str, ContactState]:
         """States by phone; ``None`` loads all. Phones without a row are simply absent."""
-        query = sa.select(contact_state)
+        query = sa.select(contact_state).where(self._mine())
         rows: list[Mapping[str, Any]] = []
         with self._engine.connect() as conn:
             if phones is None:
@@ -365,11 +501,26 @@ class StateStore:
         """Every stored column of one phone (JSON decoded), for inspection and tests."""
         with self._engine.connect() as conn:
             row = (
-                conn.execute(sa.select(contact_state).where(contact_state.c.phone == phone))
+                conn.execute(
+                    sa.select(contact_state).where(self._mine(contact_state.c.phone == phone))
+                )
                 .mappings()
                 .first()
             )
         return None if row is None else _decode_state_row(row)
+
+    def known_remote_ids(self, limit: int = 3) -> list[tuple[str, str]]:
+        """(phone, remote id) of the contacts confirmed most recently: what probing an account
+        looks for (see ``accounts.py``)."""
+        c = contact_state.c
+        query = (
+            sa.select(c.phone, c.remote_id)
+            .where(self._mine(c.remote_id.is_not(None), c.last_hash.is_not(None)))
+            .order_by(c.updated_at.desc(), c.phone)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [(phone, remote_id) for phone, remote_id in conn.execute(query)]
 
     def crm_ids_last_sent_with(self, group_ids: Iterable[str]) -> set[str]:
         """CRM ids of the contacts last sent with one of these ErzyCall groups.
@@ -381,7 +532,7 @@ class StateStore:
         if not wanted:
             return set()
         c = contact_state.c
-        query = sa.select(c.last_payload, c.crm_ids).where(c.last_payload.is_not(None))
+        query = sa.select(c.last_payload, c.crm_ids).where(self._mine(c.last_payload.is_not(None)))
         out: set[str] = set()
         with self._engine.connect() as conn:
             for payload, crm_ids in conn.execute(query):
@@ -403,8 +554,10 @@ class StateStore:
         stmt = (
             contact_state.update()
             .where(
-                c.phone == phone,
-                sa.or_(c.lease_run_id.is_(None), c.lease_run_id == run_id, c.lease_until < now),
+                self._mine(
+                    c.phone == phone,
+                    sa.or_(c.lease_run_id.is_(None), c.lease_run_id == run_id, c.lease_until < now),
+                )
             )
             .values(lease_run_id=run_id, lease_until=now + lease_seconds, updated_at=_utcnow())
         )
@@ -412,30 +565,41 @@ class StateStore:
         def txn(conn: Connection) -> bool:
             if conn.execute(stmt).rowcount == 1:
                 return True
-            insert_ignore(conn, contact_state, [{"phone": phone}])
+            self._blank_rows(conn, [phone])
             return conn.execute(stmt).rowcount == 1
 
         return self._write(txn)
+
+    def renew(self, run_id: str, lease_seconds: float, now: float | None = None) -> int:
+        """Extend every lease ``run_id`` holds (in any account); returns how many it holds."""
+        now = time.time() if now is None else now
+        stmt = (
+            contact_state.update()
+            .where(contact_state.c.lease_run_id == run_id)
+            .values(lease_until=now + lease_seconds)
+        )
+        return self._write(lambda conn: conn.execute(stmt).rowcount)
 
     def release(self, phone: str, run_id: str) -> None:
         """Drop the lease if ``run_id`` holds it."""
         c = contact_state.c
         stmt = (
             contact_state.update()
-            .where(c.phone == phone, c.lease_run_id == run_id)
+            .where(self._mine(c.phone == phone, c.lease_run_id == run_id))
             .values(lease_run_id=None, lease_until=None)
         )
         self._write(lambda conn: conn.execute(stmt))
 
     def lease_holders(self) -> list[str]:
-        """Run ids holding at least one lease (live or expired), for finding dead holders."""
+        """Run ids holding at least one lease (live or expired, any account), for finding dead
+        holders."""
         c = contact_state.c
         query = sa.select(c.lease_run_id).where(c.lease_run_id.is_not(None)).distinct()
         with self._engine.connect() as conn:
             return sorted(conn.execute(query).scalars())
 
     def release_all(self, run_id: str) -> int:
-        """Drop every lease ``run_id`` still holds (end of run); returns how many."""
+        """Drop every lease ``run_id`` still holds (any account); returns how many."""
         stmt = (
             contact_state.update()
             .where(contact_state.c.lease_run_id == run_id)
@@ -446,48 +610,25 @@ class StateStore:
     # ----------------------------------------------------------------- outcomes
 
     def begin_intent(
-        self,
-        phone: str,
-        run_id: str,
-        seq: int,
-        payload_hash: str,
-        idempotency_key: str,
-        now: float | None = None,
-    ) -> bool:
-        """Commit the write about to be sent, before sending it.
-
-        Returns False (and records nothing) when another run holds a live lease on the
-        phone: the caller must not send then.
-        """
-        now = time.time() if now is None else now
-        c = contact_state.c
-        values = {
-            "intent_seq": seq,
-            "pending_hash": payload_hash,
-            "pending_key": idempotency_key,
-            "pending_run_id": run_id,
-            "updated_at": _utcnow(),
-        }
-        stmt = (
-            contact_state.update()
-            .where(
-                c.phone == phone,
-                sa.or_(c.lease_run_id.is_(None), c.lease_run_id == run_id, c.lease_until < now),
-            )
-            .values(values)
+        self, phone: str, run_id: str, seq: int, payload_hash: str, idempotency_key: str
+    ) -> None:
+        """Commit the write about to be sent, before sending it (fenced: LeaseLost if another
+        run took the contact over; the caller must not send then)."""
+        self._fenced(
+            phone,
+            run_id,
+            {
+                "intent_seq": seq,
+                "pending_hash": payload_hash,
+                "pending_key": idempotency_key,
+                "pending_run_id": run_id,
+            },
         )
-
-        def txn(conn: Connection) -> bool:
-            if conn.execute(stmt).rowcount == 1:
-                return True
-            insert_ignore(conn, contact_state, [{"phone": phone}])
-            return conn.execute(stmt).rowcount == 1
-
-        return self._write(txn)
 
     def record_success(
         self,
         phone: str,
+        run_id: str,
         *,
         remote_id: str,
         payload: Mapping[str, Any],
@@ -496,7 +637,8 @@ class StateStore:
         created: bool,
         outcome: str,
     ) -> None:
-        """ErzyCall now holds ``payload`` for this phone: remember it, clear any pending work."""
+        """ErzyCall now holds ``payload`` for this phone: remember it, clear any pending work
+        (fenced)."""
         values: dict[str, Any] = {
             "remote_id": remote_id,
             "last_payload": _dumps(dict(payload)),
@@ -514,21 +656,24 @@ class StateStore:
         }
         if created:  # never reset: a contact this sync created stays ours
             values["created_by_sync"] = True
-        self._write(lambda conn: self._upsert_state(conn, [phone], values))
+        self._fenced(phone, run_id, values)
 
     def record_failure(
         self,
         phone: str,
+        run_id: str,
         *,
         outcome: str,
         error_code: str | None,
         error_message: str | None,
         payload_hash: str | None,
         permanent: bool,
+        new_intent: bool = False,
     ) -> None:
-        """Count a failure. Permanent: remember the rejected payload hash and drop the intent.
-
-        Transient: the pending intent stays so the rerun reuses the same idempotency key.
+        """Count a failure (fenced). Permanent: remember the rejected payload hash and drop the
+        intent. Transient: the pending intent stays so the rerun reuses the same idempotency
+        key — unless ``new_intent`` (the key itself was refused: IDEMPOTENCY_MISMATCH), then the
+        write is left in doubt under no key, and the rerun sends every field under a new one.
         """
         values: dict[str, Any] = {
             "last_outcome": outcome,
@@ -541,7 +686,21 @@ class StateStore:
             values.update(
                 rejected_hash=payload_hash, pending_hash=None, pending_key=None, pending_run_id=None
             )
-        self._write(lambda conn: self._upsert_state(conn, [phone], values))
+        elif new_intent:
+            values.update(pending_hash=IN_DOUBT, pending_key=None)
+        self._fenced(phone, run_id, values)
+
+    def mark_in_doubt(self, phone: str, run_id: str, idempotency_key: str) -> None:
+        """A write was sent but its outcome could not be recorded (the lease was lost): leave
+        the contact in doubt, whoever holds it, so the next plan sends every field under a new
+        key. Deliberately not fenced: it only ever makes the next run do more, never less."""
+        c = contact_state.c
+        stmt = (
+            contact_state.update()
+            .where(self._mine(c.phone == phone))
+            .values(pending_hash=IN_DOUBT, pending_key=idempotency_key, pending_run_id=run_id)
+        )
+        self._write(lambda conn: conn.execute(stmt))
 
     def record_deferred(self, phones: Iterable[str], run_id: str) -> None:
         """Mark phones left for a later run (budget); ``run_id`` gives up its leases on them."""
@@ -555,7 +714,7 @@ class StateStore:
             for chunk in _chunks(phones):
                 conn.execute(
                     contact_state.update()
-                    .where(c.phone.in_(chunk), c.lease_run_id == run_id)
+                    .where(self._mine(c.phone.in_(chunk), c.lease_run_id == run_id))
                     .values(lease_run_id=None, lease_until=None)
                 )
 
@@ -570,30 +729,23 @@ class StateStore:
             for chunk in _chunks(phones):
                 conn.execute(
                     contact_state.update()
-                    .where(c.phone.in_(chunk), c.deferred == 1)
+                    .where(self._mine(c.phone.in_(chunk), c.deferred == 1))
                     .values(deferred=0)
                 )
 
         if phones:
             self._write(txn)
 
-    def forget_remote(self, phone: str) -> None:
-        """The contact is gone from ErzyCall: the next run recreates it (intent_seq is kept)."""
-        stmt = (
-            contact_state.update()
-            .where(contact_state.c.phone == phone)
-            .values(remote_id=None, last_payload=None, last_hash=None, updated_at=_utcnow())
-        )
-        self._write(lambda conn: conn.execute(stmt))
-
     def backlog(self) -> int:
         """Contacts still owed a write: deferred, an unresolved intent, or a failure not
         rejected for good."""
         c = contact_state.c
-        cond = sa.or_(
-            c.deferred != 0,
-            c.pending_hash.is_not(None),
-            sa.and_(c.failure_count > 0, c.rejected_hash.is_(None)),
+        cond = self._mine(
+            sa.or_(
+                c.deferred != 0,
+                c.pending_hash.is_not(None),
+                sa.and_(c.failure_count > 0, c.rejected_hash.is_(None)),
+            )
         )
         with self._engine.connect() as conn:
             return int(
@@ -601,6 +753,7 @@ class StateStore:
                     sa.select(sa.func.count()).select_from(contact_state).where(cond)
                 ).scalar_one()
             )
+
 
     # ----------------------------------------------------------------- audit
 
@@ -622,6 +775,7 @@ class StateStore:
                 values["crm_ids"] = _dumps(list(crm_ids))
             values["error_message"] = _truncate(values["error_message"])
             values["created_at"] = values["created_at"] or now
+            values["account_id"] = self.account
             for col in sync_audit.columns:  # a too-long raw value must not lose the row
                 length = getattr(col.type, "length", None)
                 if length and isinstance(values.get(col.name), str):
@@ -649,6 +803,7 @@ class StateStore:
     def start_run(self, run_id: str, partition_key: str | None, dry_run: bool) -> None:
         """Record a run as running; a retried ``run_id`` is reopened, keeping ``started_at``."""
         reopen = {
+            "account_id": self.account,
             "partition_key": partition_key,
             "dry_run": bool(dry_run),
             "status": "running",

@@ -47,7 +47,9 @@ class ErzyCallClient:
 
     ``requests_sent`` counts HTTP requests actually sent (retries included); ``last_attempts``
     is how many attempts the calling thread's most recent call made (0 before any call); a
-    raised error carries ``.attempts`` too.
+    raised error carries ``.attempts`` too. ``before_attempt``, if set, is called right before
+    every attempt goes out (after the limiter's wait); an exception it raises stops the call
+    before anything is sent.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class ErzyCallClient:
         self._sleep = sleep
         self._jitter = jitter
         self._local = threading.local()
+        self.before_attempt: Callable[[], None] | None = None
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -129,6 +132,8 @@ class ErzyCallClient:
         def attempt(number: int) -> ApiResponse | None:
             nonlocal lost_response
             self.limiter.acquire()
+            if self.before_attempt is not None:
+                self.before_attempt()
             try:
                 resp = self._transport.send(
                     method, path, params=params, content=content, idempotency_key=idempotency_key

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from .errors import RateLimitTimeoutError, parse_retry_after
+from .errors import RateLimitedError, RateLimitTimeoutError, parse_retry_after
 
 logger = logging.getLogger("erzy_pipelines.erzycall")
 
@@ -88,7 +88,9 @@ class RateLimiter:
     window's edge. ``clock`` is monotonic, ``wall_clock`` converts ``X-RateLimit-Reset`` (Unix
     seconds) into a wait; both, and ``sleep``, are injectable for instant tests.
     ``pace_from_headers=False`` turns the X-RateLimit-Remaining pacing off (a 429's Retry-After
-    still pauses the limiter).
+    still pauses the limiter). ``max_server_pause``: a pause the *server* imposes (Retry-After,
+    or pacing from its headers) longer than this raises RateLimitedError instead of sleeping;
+    the limiter's own windows are always waited out.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class RateLimiter:
         low_water_fraction: float = 0.1,
         max_pace: float = 3600.0,
         pace_from_headers: bool = True,
+        max_server_pause: float | None = None,
     ) -> None:
         if not windows:
             raise ValueError("at least one window is required")
@@ -115,6 +118,7 @@ class RateLimiter:
         self._low_water_fraction = low_water_fraction
         self._max_pace = max_pace
         self._pace_from_headers = pace_from_headers
+        self.max_server_pause = max_server_pause
         self._longest = max(w.seconds for w in self._effective)
         self._lock = threading.Lock()
         self._not_before = -math.inf
@@ -147,6 +151,18 @@ class RateLimiter:
         """
         waited = 0.0
         while True:
+            with self._lock:
+                pause = self._not_before - self._clock()
+            if self.max_server_pause is not None and pause > self.max_server_pause:
+                # The API itself says the key's budget is spent (429 Retry-After, or no
+                # requests left until a far reset): another client is using it. Not ours to
+                # wait out: the caller defers its work until the budget frees.
+                raise RateLimitedError(
+                    f"the API reports this key's request budget spent for {pause:.0f}s",
+                    status=429,
+                    code="KEY_BUDGET_SPENT",
+                    retry_after=pause,
+                )
             wait = self.try_acquire()
             if wait <= 0:
                 if waited:

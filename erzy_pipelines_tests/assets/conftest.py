@@ -6,6 +6,7 @@ user points the package at their CRM: no code knows this schema.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from erzy_pipelines import cli
+from erzy_pipelines.accounts import bound_store
 from erzy_pipelines.crm.state import StateStore
 from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
 
@@ -155,7 +157,10 @@ class SyncHarness:
         return run_totals(self.instance, run_id or self.last_run_id())
 
     def state(self) -> StateStore:
-        return StateStore(self.state_url)
+        """The state database, bound to the sandbox's account (as the sync recognized it)."""
+        return bound_store(
+            self.state_url, os.environ["ERZYCALL_BASE_URL"], os.environ["ERZYCALL_API_KEY"]
+        )
 
     def close(self) -> None:
         self.engine.dispose()

@@ -236,3 +236,23 @@ def test_config_command_hides_key_and_database_passwords(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "S3cretPw" not in out and "0therPw" not in out and "0123456789abcdef" not in out
     assert "reader:***@crm" in out and "ek_live_" in out
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://reader:S3cretPw@crm-db:notaport/crm",  # SQLAlchemy cannot parse it
+        "postgresql+psycopg://reader:S3c@retPw@crm-db/crm",  # an unescaped @ in the password
+    ],
+)
+def test_a_crm_url_that_cannot_be_parsed_never_shows_its_password(monkeypatch, capsys, tmp_path,
+                                                                  url):
+    monkeypatch.setenv("CRM_DATABASE_URL", url)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ERZY_DATA_DIR", str(tmp_path / "data"))
+    assert cli.main(["config"]) == 0
+    assert cli.main(["sync"]) == 2
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    assert "S3c" not in text and "retPw" not in text, text
+    assert "reader:***@" in printed.out and "CRM_DATABASE_URL" in printed.err

@@ -365,8 +365,10 @@ def test_dry_run_sends_nothing_and_the_real_run_executes_exactly_its_plan(harnes
         + [(_phone(i), "update") for i in (2, 3, 4)]
     )
     assert summaries[0]["planned"] == 5 and summaries[0]["rejected"] == 1
+    # Person 2 leaving trial changes groupIds: reading the contact first (so groups added in
+    # ErzyCall are kept) is part of the plan: 5 writes + 1 read.
     dry_meta = h.run_totals()
-    assert dry_meta["plan_only"] is True and dry_meta["requests_needed"] == 5
+    assert dry_meta["plan_only"] is True and dry_meta["requests_needed"] == 6
     assert dry_meta["requests_spent"] == 0
     assert h.instance.get_runs(limit=1)[0].job_name == "erzycall_plan"
 
@@ -374,7 +376,9 @@ def test_dry_run_sends_nothing_and_the_real_run_executes_exactly_its_plan(harnes
     assert code == 0
     real_run_id = _run_ids(h)[-1]
     assert _plan_rows(h, real_run_id, {"created", "updated"}) == planned
-    assert len(h.requests_since_sync()) == dry_meta["requests_needed"] == 5
+    requests = h.requests_since_sync()
+    assert len(requests) == dry_meta["requests_needed"] == 6
+    assert [r.method for r in requests].count("GET") == 1
     assert summaries[0]["rejected"] == 1
 
 

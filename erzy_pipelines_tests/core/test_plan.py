@@ -111,16 +111,6 @@ def test_rejected_create_is_skipped_too() -> None:
     assert op is not None and op.action is Action.SKIP_REJECTED
 
 
-def test_full_resync_updates_everything_with_full_payload() -> None:
-    op = plan_contact(C, synced(), full_resync=True)
-    assert op is not None
-    assert (op.action, op.body, op.intent_seq) == (Action.UPDATE, P, 4)
-    retried = plan_contact(C, synced(rejected_hash=H, last_hash=None), full_resync=True)
-    assert retried is not None and retried.action is Action.UPDATE
-    created = plan_contact(C, None, full_resync=True)
-    assert created is not None and created.action is Action.CREATE
-
-
 @pytest.mark.parametrize("action_state", ["create", "update"])
 def test_pending_intent_reuses_its_key(action_state: str) -> None:
     changed = replace(C, title="New")

@@ -10,7 +10,13 @@ from datetime import UTC, timedelta
 import pytest
 import sqlalchemy as sa
 
-from erzy_pipelines.crm.state import ERROR_MESSAGE_MAX, ContactState, StateStore
+from erzy_pipelines.crm.state import (
+    ERROR_MESSAGE_MAX,
+    IN_DOUBT,
+    ContactState,
+    LeaseLost,
+    StateStore,
+)
 
 PHONE = "+15551230001"
 PAYLOAD = {
@@ -31,20 +37,25 @@ def store(any_db_url: str) -> Iterator[StateStore]:
     s.close()
 
 
+def _succeed(store: StateStore, phone: str, run_id: str = "run-a", **overrides) -> None:
+    """Claim, then record a success under the lease, as the executor does."""
+    assert store.claim(phone, run_id)
+    values = dict(remote_id="contact_1", payload=PAYLOAD, payload_hash="h1", crm_ids=["c1"],
+                  created=True, outcome="created")
+    values.update(overrides)
+    store.record_success(phone, run_id, **values)
+    store.release(phone, run_id)
+
+
 def test_round_trip_and_created_by_sync_is_sticky(store: StateStore) -> None:
-    store.record_success(
-        PHONE, remote_id="contact_1", payload=PAYLOAD, payload_hash="h1",
-        crm_ids=["c2", "c1"], created=True, outcome="created",
-    )
+    _succeed(store, PHONE, crm_ids=["c2", "c1"])
     state = store.load_states([PHONE])[PHONE]
     assert isinstance(state, ContactState)
     assert (state.remote_id, state.last_payload, state.last_hash) == ("contact_1", PAYLOAD, "h1")
     assert (state.last_outcome, state.failure_count, state.deferred) == ("created", 0, False)
 
-    store.record_success(
-        PHONE, remote_id="contact_1", payload={**PAYLOAD, "tags": []}, payload_hash="h2",
-        crm_ids=["c1"], created=False, outcome="updated",
-    )
+    _succeed(store, PHONE, payload={**PAYLOAD, "tags": []}, payload_hash="h2",
+             created=False, outcome="updated")
     row = store.state_row(PHONE)
     assert row is not None
     assert row["created_by_sync"] is True
@@ -105,11 +116,11 @@ def test_concurrent_claims_from_two_engines_never_overlap(any_db_url: str) -> No
 
 def test_intent_then_transient_failure_keeps_pending(store: StateStore) -> None:
     assert store.claim(PHONE, "run-a", now=1000.0)
-    assert store.begin_intent(PHONE, "run-a", 1, "h1", "key-1", now=1001.0)
+    store.begin_intent(PHONE, "run-a", 1, "h1", "key-1")
     assert store.load_states([PHONE])[PHONE].pending_hash == "h1"
 
     store.record_failure(
-        PHONE, outcome="failed", error_code="INTERNAL_ERROR", error_message="x" * 5000,
+        PHONE, "run-a", outcome="failed", error_code="INTERNAL_ERROR", error_message="x" * 5000,
         payload_hash="h1", permanent=False,
     )
     row = store.state_row(PHONE)
@@ -120,24 +131,64 @@ def test_intent_then_transient_failure_keeps_pending(store: StateStore) -> None:
     assert len(row["last_error_message"]) == ERROR_MESSAGE_MAX
     assert store.backlog() == 1
 
-    # Another run may not start a write while run-a's lease is live.
-    assert not store.begin_intent(PHONE, "run-b", 2, "h1", "key-2", now=1002.0)
+    # Another run may not start a write while run-a holds the lease.
+    with pytest.raises(LeaseLost):
+        store.begin_intent(PHONE, "run-b", 2, "h1", "key-2")
     assert store.state_row(PHONE)["pending_key"] == "key-1"
 
     store.record_success(
-        PHONE, remote_id="contact_9", payload=PAYLOAD, payload_hash="h1", crm_ids=["c1"],
-        created=True, outcome="created",
+        PHONE, "run-a", remote_id="contact_9", payload=PAYLOAD, payload_hash="h1",
+        crm_ids=["c1"], created=True, outcome="created",
     )
     state = store.load_states([PHONE])[PHONE]
     assert (state.pending_hash, state.failure_count, state.intent_seq) == (None, 0, 1)
     assert store.backlog() == 0
 
 
+def test_every_write_about_a_contact_is_fenced_by_its_lease(store: StateStore) -> None:
+    """A run whose lease was taken over writes nothing: not its intent, not its outcome."""
+    assert store.claim(PHONE, "run-a", lease_seconds=10.0, now=1000.0)
+    store.begin_intent(PHONE, "run-a", 1, "h1", "key-1")
+    assert store.claim(PHONE, "run-b", now=1011.0)  # run-a's lease ran out: run-b takes over
+    store.begin_intent(PHONE, "run-b", 2, "h2", "key-2")
+    store.record_success(
+        PHONE, "run-b", remote_id="c_b", payload=PAYLOAD, payload_hash="h2", crm_ids=["c1"],
+        created=True, outcome="created",
+    )
+    for write in (
+        lambda: store.begin_intent(PHONE, "run-a", 1, "h1", "key-1"),
+        lambda: store.record_success(
+            PHONE, "run-a", remote_id="c_a", payload={}, payload_hash="h1", crm_ids=[],
+            created=True, outcome="created",
+        ),
+        lambda: store.record_failure(
+            PHONE, "run-a", outcome="failed", error_code=None, error_message=None,
+            payload_hash="h1", permanent=True,
+        ),
+    ):
+        with pytest.raises(LeaseLost):
+            write()
+    row = store.state_row(PHONE)
+    assert (row["remote_id"], row["last_hash"], row["rejected_hash"]) == ("c_b", "h2", None)
+    # What run-a sent anyway leaves the contact in doubt, so the next plan checks every field.
+    store.mark_in_doubt(PHONE, "run-a", "key-1")
+    assert store.load_states([PHONE])[PHONE].pending_hash == IN_DOUBT
+
+
+def test_renewing_keeps_a_lease_and_tells_when_it_was_lost(store: StateStore) -> None:
+    assert store.claim(PHONE, "run-a", lease_seconds=10.0, now=1000.0)
+    assert store.renew("run-a", 10.0, now=1009.0) == 1  # until 1019
+    assert not store.claim(PHONE, "run-b", now=1015.0)
+    assert store.claim(PHONE, "run-b", now=1020.0)
+    assert store.renew("run-a", 10.0, now=1021.0) == 0  # lost: nothing renewed
+
+
 def test_permanent_failure_sets_rejected_hash(store: StateStore) -> None:
-    assert store.begin_intent(PHONE, "run-a", 3, "bad", "key-3")
+    assert store.claim(PHONE, "run-a")
+    store.begin_intent(PHONE, "run-a", 3, "bad", "key-3")
     store.record_failure(
-        PHONE, outcome="rejected", error_code="VALIDATION_ERROR", error_message="bad email",
-        payload_hash="bad", permanent=True,
+        PHONE, "run-a", outcome="rejected", error_code="VALIDATION_ERROR",
+        error_message="bad email", payload_hash="bad", permanent=True,
     )
     state = store.load_states([PHONE])[PHONE]
     assert (state.rejected_hash, state.pending_hash, state.failure_count) == ("bad", None, 1)
@@ -145,35 +196,43 @@ def test_permanent_failure_sets_rejected_hash(store: StateStore) -> None:
     assert store.backlog() == 0  # rejected for good: nothing owed until the data changes
 
 
-def test_forget_remote_keeps_intent_seq(store: StateStore) -> None:
-    store.begin_intent(PHONE, "run-a", 4, "h4", "key-4")
-    store.record_success(
-        PHONE, remote_id="contact_4", payload=PAYLOAD, payload_hash="h4", crm_ids=["c1"],
-        created=True, outcome="created",
+def test_a_refused_idempotency_key_leaves_the_contact_in_doubt_under_no_key(store) -> None:
+    assert store.claim(PHONE, "run-a")
+    store.begin_intent(PHONE, "run-a", 3, "h", "key-3")
+    store.record_failure(
+        PHONE, "run-a", outcome="failed", error_code="IDEMPOTENCY_MISMATCH", error_message="x",
+        payload_hash="h", permanent=False, new_intent=True,
     )
-    store.forget_remote(PHONE)
-    state = store.load_states([PHONE])[PHONE]
-    assert (state.remote_id, state.last_payload, state.last_hash) == (None, None, None)
-    assert state.intent_seq == 4
+    row = store.state_row(PHONE)
+    assert (row["pending_hash"], row["pending_key"], row["intent_seq"]) == (IN_DOUBT, None, 3)
 
 
 def test_backlog_counts_deferred_pending_and_failed(store: StateStore) -> None:
     store.record_deferred(["+15550000001", "+15550000002"], "run-a")
+    assert store.claim("+15550000003", "run-a")
     store.begin_intent("+15550000003", "run-a", 1, "h", "k")
-    store.record_failure(
-        "+15550000004", outcome="failed", error_code=None, error_message="timeout",
-        payload_hash="h", permanent=False,
-    )
-    store.record_failure(
-        "+15550000005", outcome="rejected", error_code="VALIDATION_ERROR", error_message="no",
-        payload_hash="h", permanent=True,
-    )
+    for phone, permanent in (("+15550000004", False), ("+15550000005", True)):
+        assert store.claim(phone, "run-a")
+        store.record_failure(
+            phone, "run-a", outcome="failed", error_code=None, error_message="no",
+            payload_hash="h", permanent=permanent,
+        )
     assert store.backlog() == 4
-    store.record_success(
-        "+15550000001", remote_id="contact_1", payload=PAYLOAD, payload_hash="h",
-        crm_ids=[], created=False, outcome="updated",
-    )
+    _succeed(store, "+15550000001", run_id="run-b")
     assert store.backlog() == 3
+
+
+def test_each_account_has_its_own_contact_state(store: StateStore) -> None:
+    a, b = store.with_account("acct-a"), store.with_account("acct-b")
+    _succeed(a, PHONE)
+    assert a.load_states([PHONE])[PHONE].remote_id == "contact_1"
+    assert b.load_states([PHONE]) == {} and b.state_row(PHONE) is None
+    assert b.claim(PHONE, "run-b")  # the same phone in another account is another contact
+    assert a.known_remote_ids() == [(PHONE, "contact_1")] and b.known_remote_ids() == []
+    b.add_audit([{"run_id": "r1", "phone": PHONE, "action": "create", "outcome": "created"}])
+    with store.engine.connect() as conn:
+        account = conn.exec_driver_sql("SELECT account_id FROM erzy_sync_audit").scalar()
+    assert account == "acct-b"
 
 
 def test_deferring_gives_up_own_lease(store: StateStore) -> None:
@@ -243,3 +302,58 @@ def test_store_reuses_a_given_engine(sqlite_url: str) -> None:
     store.close()  # not ours to dispose
     assert StateStore(engine).load_states()[PHONE].deferred
     engine.dispose()
+
+
+def _tables_before_accounts() -> sa.MetaData:
+    """The state tables as an earlier version created them (contact state keyed by phone)."""
+    from erzy_pipelines.crm.state import TABLE_OPTIONS, UtcDateTime, sync_audit, sync_runs
+
+    meta = sa.MetaData()
+    sa.Table(
+        "erzy_contact_state", meta,
+        sa.Column("phone", sa.String(20), primary_key=True),
+        sa.Column("remote_id", sa.String(64)),
+        sa.Column("last_payload", sa.Text()),
+        sa.Column("last_hash", sa.String(64)),
+        sa.Column("crm_ids", sa.Text()),
+        sa.Column("created_by_sync", sa.Boolean(), nullable=False, default=False),
+        sa.Column("failure_count", sa.Integer(), nullable=False, default=0),
+        sa.Column("intent_seq", sa.Integer(), nullable=False, default=0),
+        sa.Column("deferred", sa.Integer(), nullable=False, default=0),
+        sa.Column("updated_at", UtcDateTime()),
+        **TABLE_OPTIONS,
+    )
+    for table in (sync_audit, sync_runs):  # as today, but without account_id
+        columns = [c._copy() for c in table.columns if c.name != "account_id"]
+        sa.Table(table.name, meta, *columns, **TABLE_OPTIONS)
+    return meta
+
+
+def test_a_state_database_from_before_accounts_is_migrated(any_db_url: str) -> None:
+    from datetime import datetime
+
+    from erzy_pipelines.crm.state import LEGACY_ACCOUNT
+
+    engine = sa.create_engine(any_db_url)
+    old = _tables_before_accounts()
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(old.tables["erzy_contact_state"].insert(), [{
+            "phone": PHONE, "remote_id": "contact_7", "last_payload": '{"title": "Ann"}',
+            "last_hash": "h7", "crm_ids": '["c7"]', "created_by_sync": True,
+            "failure_count": 0, "intent_seq": 2, "deferred": 0,
+            "updated_at": datetime.now(UTC),
+        }])
+    engine.dispose()
+    for _ in range(2):  # a second start finds nothing left to do
+        with StateStore(any_db_url) as store:
+            legacy = store.with_account(LEGACY_ACCOUNT).load_states()
+            assert legacy[PHONE].remote_id == "contact_7" and legacy[PHONE].intent_seq == 2
+            assert store.load_states() == {}  # the default account has nothing
+            tables = set(sa.inspect(store.engine).get_table_names())
+            assert {"erzy_contacts", "erzy_contact_state_before_accounts"} <= tables
+            assert "erzy_contact_state" not in tables
+            for table in ("erzy_sync_audit", "erzy_sync_runs"):
+                columns = {c["name"] for c in sa.inspect(store.engine).get_columns(table)}
+                assert "account_id" in columns, table
+            store.start_run("r1", "all", dry_run=False)

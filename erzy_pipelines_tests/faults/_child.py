@@ -3,8 +3,9 @@
 - ``ERZY_FAULTS_BARRIER=<dir>/<name>``: once the run has planned (right before it sends), create
   ``<dir>/<name>.ready`` and wait for ``<dir>/go``. Two runs started this way plan from the same
   state and start sending at the same moment — the worst case for overlapping syncs.
-- ``ERZY_FAULTS_BREAK=leases``: a negative control. Claims always succeed and the re-check
-  under the lease is skipped, so the proof that leases matter can be shown to fail.
+- ``ERZY_FAULTS_BREAK=leases``: a negative control. Claims always succeed, writes are not
+  fenced and the re-check under the lease is skipped, so the proof that leases matter can be
+  shown to fail.
 """
 
 from __future__ import annotations
@@ -37,9 +38,16 @@ def _install_barrier(spec: str) -> None:
 def _break_leases() -> None:
     from erzy_pipelines import upsert
     from erzy_pipelines.crm.state import StateStore
+    from erzy_pipelines.leases import LeaseKeeper
+
+    def unfenced(self, phone, run_id, values):  # type: ignore[no-untyped-def]
+        """A contact write with no lease condition at all."""
+        self._write(lambda conn: self._upsert_state(conn, [phone], dict(values)))
 
     StateStore.claim = lambda self, phone, run_id, *a, **k: True  # type: ignore[method-assign]
-    upsert._replan_under_lease = lambda store, op: op  # send the plan as made, unchecked
+    StateStore._fenced = unfenced  # type: ignore[method-assign]
+    LeaseKeeper.confirm = lambda self: None  # type: ignore[method-assign]
+    upsert._replan_under_lease = lambda store, op, ownership: op  # send the plan as made
 
 
 def main() -> int:

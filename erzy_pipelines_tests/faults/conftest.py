@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from erzy_pipelines.assets import sync as sync_assets
+from erzy_pipelines.assets import step as step_module
 from erzy_pipelines.erzycall import client as client_module
 from erzy_pipelines.erzycall.retry import RetryPolicy
 from erzy_pipelines_tests.faults.lab import FaultLab
@@ -22,7 +22,7 @@ FAST_RETRY = partial(RetryPolicy, base_delay=0.01, max_delay=0.05)
 @pytest.fixture(autouse=True)
 def _fast_in_process_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(client_module, "RetryPolicy", FAST_RETRY)
-    monkeypatch.setattr(sync_assets, "STEP_RETRY_SECONDS", 0)
+    monkeypatch.setattr(step_module, "STEP_RETRY_SECONDS", 0)
 
 
 @pytest.fixture

@@ -29,9 +29,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from erzy_pipelines.accounts import key_id_of, known_account
 from erzy_pipelines.core.payload import payload_hash
 from erzy_pipelines.crm.state import StateStore
-from erzy_pipelines.erzycall.sandbox import SandboxConfig, SandboxServer
+from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines_tests.assets.conftest import (
     GROUP_IDS,
     SyncHarness,
@@ -253,14 +254,21 @@ class FaultLab:
         self.h = SyncHarness(
             f"sqlite:///{tmp_path / 'crm.sqlite'}", self.sandbox, tmp_path, monkeypatch
         )
-        self.store = StateStore(self.h.state_url)
+        self._store = StateStore(self.h.state_url)
+
+    @property
+    def store(self) -> StateStore:
+        """The state database, bound to the sandbox's account once a sync has recognized it."""
+        assert self.sandbox is not None
+        found = known_account(self._store, self.sandbox.base_url, key_id_of(DEMO_API_KEY))
+        return self._store.with_account(found) if found else self._store
 
     def use_state_database(self, url: str) -> None:
         """Keep the sync's state (and its shared rate-limit budget) in ``url`` from now on."""
         self.mp.setenv("ERZY_STATE_DATABASE_URL", url)
         self.h.state_url = url
-        self.store.close()
-        self.store = StateStore(url)
+        self._store.close()
+        self._store = StateStore(url)
 
     def use_dagster_home(self, home: Path) -> None:
         """Run the in-process syncs on the Dagster instance in ``home`` from now on (the one
@@ -465,7 +473,7 @@ class FaultLab:
 
     def close(self) -> None:
         self.stop_sandbox()
-        self.store.close()
+        self._store.close()
         self.h.close()
 
 

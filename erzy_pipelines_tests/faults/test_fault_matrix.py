@@ -64,6 +64,7 @@ from erzy_pipelines.erzycall import errors
 from erzy_pipelines.erzycall.ratelimit import InMemoryRateLimitStore
 from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
 from erzy_pipelines.erzycall.transport import Transport
+from erzy_pipelines.leases import LeaseKeeper
 from erzy_pipelines_tests.conftest import PG_ADMIN_URL
 from erzy_pipelines_tests.faults import report
 from erzy_pipelines_tests.faults.conftest import FAST_RETRY
@@ -636,7 +637,7 @@ def test_state_database_blip_recovered_by_the_step_retry(lab, outage, monkeypatc
     finishes the job (same run id, so its own lease and pending intent are picked up)."""
     k = 8
     lab.populate()
-    real_success, real_run_sync = StateStore.record_success, sync_assets.run_sync
+    real_success, real_bind = StateStore.record_success, sync_assets.bind_account
     calls = Counter()
 
     def record_success(self, *args, **kwargs):
@@ -645,13 +646,13 @@ def test_state_database_blip_recovered_by_the_step_retry(lab, outage, monkeypatc
             outage.begin()
         return real_success(self, *args, **kwargs)
 
-    def run_sync(*args, **kwargs):  # the step's work, called once per step attempt
+    def bind_account(*args, **kwargs):  # the step's first state read, once per step attempt
         calls["attempts"] += 1
         outage.end()  # the retried step finds the database back
-        return real_run_sync(*args, **kwargs)
+        return real_bind(*args, **kwargs)
 
     monkeypatch.setattr(StateStore, "record_success", record_success)
-    monkeypatch.setattr(sync_assets, "run_sync", run_sync)
+    monkeypatch.setattr(sync_assets, "bind_account", bind_account)
     code, summaries = lab.sync()
     lab.notes.append("state DB blip×1")
     v = lab.check()
@@ -684,6 +685,9 @@ def test_control_state_down_sending_without_a_committed_intent(lab, outage, monk
     # here it is kept in memory so that only the intent-before-send order is switched off.
     in_memory = lambda url, key_id: InMemoryRateLimitStore()  # noqa: E731
     monkeypatch.setattr(resources, "SqlRateLimitStore", in_memory)
+    # The lease is confirmed in the state database before each request too, which would stop
+    # the send on its own: switch that off as well, so only the intent's order is tested.
+    monkeypatch.setattr(LeaseKeeper, "confirm", lambda self: None)
     r = state_down(lab, outage, monkeypatch, when="before_send", send_anyway=True)
     unknown = [p for p in r["during"].problems if "unknown to the state" in p]
     control(

@@ -17,6 +17,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from erzy_pipelines.accounts import bound_store
 from erzy_pipelines.cli import INSTANCE_TEMPLATE
 from erzy_pipelines.crm.state import StateStore
 from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
@@ -123,7 +124,8 @@ class Sync:
         return sorted(c["phone"] for c in self.sandbox.contacts())
 
     def state(self) -> StateStore:
-        return StateStore(self.state_url)
+        """The state database, bound to the sandbox's account (as the sync recognized it)."""
+        return bound_store(self.state_url, self.sandbox.base_url, DEMO_API_KEY)
 
     def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.home))

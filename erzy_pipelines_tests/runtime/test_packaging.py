@@ -18,8 +18,7 @@ import pytest
 from erzy_pipelines_tests.runtime.conftest import Sync, person
 
 REPO = Path(__file__).resolve().parents[2]
-# One wheel for the module: keep its tests on one xdist worker.
-pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("wheel")]
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ from erzy_pipelines.runtime.stop import StopSignal
 from erzy_pipelines.settings import SQL_DIR
 from erzy_pipelines_tests.ui.conftest import DevServer, screenshot
 
-# One dev server for the module, in order: keep the tests on one xdist worker.
-pytestmark = [pytest.mark.ui, pytest.mark.timeout(600), pytest.mark.xdist_group("ui")]
+# One dev server for the module, in order (`make test` distributes tests by module).
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(600)]
 E164 = re.compile(r"\+\d{8,15}")
 
 

@@ -1,0 +1,138 @@
+"""The state knows whose contacts it describes (issue: going live after the sandbox sent
+nothing). Real syncs, one state database kept across them, real sandboxes as accounts."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from erzy_pipelines.accounts import key_id_of, known_account
+from erzy_pipelines.crm.state import LEGACY_ACCOUNT, StateStore
+from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+from erzy_pipelines.erzycall.sandbox.config import KeySpec
+from erzy_pipelines_tests.assets.conftest import person
+
+ROTATED_KEY = "ek_test_rotated_key_0002"
+LIMITS = ((10_000, 60.0), (100_000, 3600.0))
+
+
+def _point_at(monkeypatch, h, sandbox: SandboxServer, key: str = DEMO_API_KEY) -> None:
+    monkeypatch.setenv("ERZYCALL_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("ERZYCALL_API_KEY", key)
+    h.sandbox = sandbox
+
+
+def test_pointing_the_same_state_at_another_account_sends_everything_there(harness, monkeypatch):
+    """The README's path: try the sandbox, then go live. The second ErzyCall (an empty sandbox
+    here) gets every contact; no contact is taken as "unchanged" because another account has it."""
+    h = harness
+    h.add_people(person(i) for i in range(1, 11))
+    first = h.sandbox
+    assert h.sync()[0] == 0 and len(first.contacts()) == 10
+
+    second = SandboxServer(SandboxConfig(limits=LIMITS)).start()
+    try:
+        _point_at(monkeypatch, h, second)
+        code, summaries = h.sync()
+        assert code == 0
+        assert len(second.contacts()) == 10 and summaries[0]["created"] == 10
+        probes = [r for r in second.request_log if r.method == "GET"]
+        assert len(probes) == 3, "three of the first account's contacts were looked for"
+        assert "new account: none of the known accounts' contacts were found" in "\n".join(
+            e.message for e in h.instance.all_logs(h.last_run_id()) if e.message
+        )
+        assert h.sync()[1][0]["requests"] == 0  # its own state now: nothing to send
+
+        _point_at(monkeypatch, h, first)  # back to the first account: its state is intact
+        mark = len(first.request_log)
+        assert h.sync()[1][0]["requests"] == 0 and first.request_log[mark:] == []
+    finally:
+        second.stop()
+
+
+def test_a_rotated_key_of_the_same_account_keeps_the_state_for_one_request(
+    tmp_path, monkeypatch, harness_factory, sqlite_url
+):
+    sandbox = SandboxServer(
+        SandboxConfig(
+            limits=LIMITS, keys={DEMO_API_KEY: KeySpec(), ROTATED_KEY: KeySpec()}
+        )
+    ).start()
+    try:
+        h = harness_factory(sqlite_url)
+        _point_at(monkeypatch, h, sandbox)
+        h.add_people(person(i) for i in range(1, 11))
+        assert h.sync()[0] == 0
+        with h.state() as store:
+            before = store.account
+
+        _point_at(monkeypatch, h, sandbox, ROTATED_KEY)
+        mark = len(sandbox.request_log)
+        code, summaries = h.sync()
+        assert code == 0 and summaries[0]["requests"] == 1 and summaries[0]["unchanged"] == 10
+        (probe,) = sandbox.request_log[mark:]
+        assert probe.method == "GET" and "/contacts/" in probe.path
+        with StateStore(h.state_url) as store:
+            assert known_account(store, sandbox.base_url, key_id_of(ROTATED_KEY)) == before
+        assert h.sync()[1][0]["requests"] == 0
+    finally:
+        sandbox.stop()
+
+
+def test_a_dry_run_with_an_unknown_key_plans_everything_as_new_and_says_why(harness, monkeypatch):
+    h = harness
+    h.add_people(person(i) for i in range(1, 4))
+    assert h.sync()[0] == 0
+    second = SandboxServer(SandboxConfig(limits=LIMITS)).start()
+    try:
+        _point_at(monkeypatch, h, second)
+        code, summaries = h.sync(dry_run=True)
+        assert code == 0 and summaries[0]["planned"] == 3 and second.request_log == []
+        logs = "\n".join(e.message for e in h.instance.all_logs(h.last_run_id()) if e.message)
+        assert "the plan treats every contact as new" in logs
+    finally:
+        second.stop()
+
+
+OLD_LAYOUT = """
+CREATE TABLE erzy_contact_state (
+    phone VARCHAR(20) PRIMARY KEY, remote_id VARCHAR(64), last_payload TEXT,
+    last_hash VARCHAR(64), crm_ids TEXT, created_by_sync BOOLEAN NOT NULL,
+    last_outcome VARCHAR(32), last_error_code VARCHAR(64), last_error_message TEXT,
+    rejected_hash VARCHAR(64), failure_count INTEGER NOT NULL, intent_seq INTEGER NOT NULL,
+    pending_hash VARCHAR(64), pending_key VARCHAR(255), pending_run_id VARCHAR(64),
+    deferred INTEGER NOT NULL, lease_run_id VARCHAR(64), lease_until FLOAT, updated_at DATETIME
+)
+"""
+
+
+def test_a_state_database_from_before_accounts_is_migrated_and_taken_over(harness):
+    """A user's months-old state database (contact state keyed by phone alone): the upgrade
+    keeps it, the first sync proves it describes this account (1 GET) and sends nothing."""
+    h = harness
+    h.add_people(person(i) for i in range(1, 6))
+    assert h.sync()[0] == 0
+    with StateStore(h.state_url) as store, store.engine.begin() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM erzy_contacts")).mappings().all()
+        conn.execute(sa.text("DROP TABLE erzy_contacts"))
+        conn.execute(sa.text("DELETE FROM erzy_account_keys"))
+        conn.execute(sa.text(OLD_LAYOUT))
+        for row in rows:
+            values = {k: v for k, v in row.items() if k != "account_id"}
+            columns = ", ".join(values)
+            conn.execute(
+                sa.text(f"INSERT INTO erzy_contact_state ({columns}) VALUES "
+                        f"({', '.join(':' + c for c in values)})"),
+                values,
+            )
+    mark = len(h.sandbox.request_log)
+    code, summaries = h.sync()
+    assert code == 0 and summaries[0]["unchanged"] == 5
+    assert [r.method for r in h.sandbox.request_log[mark:]] == ["GET"]
+    with StateStore(h.state_url) as store, store.engine.connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+        legacy = conn.execute(
+            sa.text("SELECT count(*) FROM erzy_contacts WHERE account_id = :a"),
+            {"a": LEGACY_ACCOUNT},
+        ).scalar()
+    assert "erzy_contact_state_before_accounts" in tables and "erzy_contact_state" not in tables
+    assert legacy == 0, "the legacy state was taken over by the account it describes"
