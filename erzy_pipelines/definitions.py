@@ -42,6 +42,19 @@ def _choice(name: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _lease_seconds() -> float:
+    """A lease is renewed while a run waits, not while one request is in flight: it must
+    outlast the longest request (two timeouts, for a margin)."""
+    lease = _number("ERZY_LEASE_SECONDS", float)
+    timeout = _number("ERZYCALL_TIMEOUT_SECONDS", float)
+    if lease < 2 * timeout:
+        raise SettingError(
+            f"ERZY_LEASE_SECONDS={lease:g} must be at least twice ERZYCALL_TIMEOUT_SECONDS="
+            f"{timeout:g}: a contact's lease is not renewed while its request is in flight"
+        )
+    return lease
+
+
 def build_resources() -> dict[str, object]:
     """Resources from the environment (defaults applied). Secrets stay ``EnvVar`` references."""
     apply_env_defaults()
@@ -65,7 +78,7 @@ def build_resources() -> dict[str, object]:
             max_run_seconds=_number("ERZY_MAX_RUN_SECONDS", float),
             reject_rate_warn=_number("ERZY_REJECT_RATE_WARN", float),
             ownership=_choice("ERZY_OWNERSHIP", MODES),
-            lease_seconds=_number("ERZY_LEASE_SECONDS", float),
+            lease_seconds=_lease_seconds(),
         ),
     }
 

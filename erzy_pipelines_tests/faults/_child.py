@@ -3,6 +3,8 @@
 - ``ERZY_FAULTS_BARRIER=<dir>/<name>``: once the run has planned (right before it sends), create
   ``<dir>/<name>.ready`` and wait for ``<dir>/go``. Two runs started this way plan from the same
   state and start sending at the same moment — the worst case for overlapping syncs.
+- ``ERZY_FAULTS_BREAK=renewal``: a negative control: leases are never renewed while waiting nor
+  confirmed before a send.
 - ``ERZY_FAULTS_BREAK=leases``: a negative control. Claims always succeed, writes are not
   fenced and the re-check under the lease is skipped, so the proof that leases matter can be
   shown to fail.
@@ -50,11 +52,20 @@ def _break_leases() -> None:
     upsert._replan_under_lease = lambda store, op, ownership: op  # send the plan as made
 
 
+def _break_renewal() -> None:
+    """Leases are taken but never renewed nor confirmed before a send (the fences stay)."""
+    from erzy_pipelines.leases import LeaseKeeper
+
+    LeaseKeeper.hold = lambda self: None  # type: ignore[method-assign]
+
+
 def main() -> int:
     if os.environ.get("ERZY_FAULTS_BARRIER"):
         _install_barrier(os.environ["ERZY_FAULTS_BARRIER"])
     if os.environ.get("ERZY_FAULTS_BREAK") == "leases":
         _break_leases()
+    if os.environ.get("ERZY_FAULTS_BREAK") == "renewal":
+        _break_renewal()
     from erzy_pipelines.cli import main as cli_main
 
     return cli_main(sys.argv[1:])

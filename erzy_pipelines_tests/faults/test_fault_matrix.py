@@ -56,6 +56,7 @@ import pytest
 import sqlalchemy as sa
 
 from erzy_pipelines import resources, upsert
+from erzy_pipelines.accounts import key_id_of
 from erzy_pipelines.assets import sync as sync_assets
 from erzy_pipelines.crm import extract as crm_extract
 from erzy_pipelines.crm import state as state_module
@@ -914,6 +915,69 @@ def test_control_overlapping_syncs_without_leases(lab):
         "leases + re-check under the lease",
         f"{twice} contacts written twice",
         twice > 0,
+    )
+
+
+# --------------------------------------------------------------------------- leases vs. long waits
+
+LEASE_WAIT_N = 3
+LEASE_LIMITS = "2/6"
+
+
+def leases_under_long_waits(lab: FaultLab, pg_url: str, *, env: dict[str, str] | None = None):
+    """Two "hosts" (separate Dagster instances) share one PostgreSQL state database and the key's
+    budget, 2 requests per 6 s, spent by another client for the next ~14 s: run A claims its
+    first contact and waits for its turn, while a lease lasts 1.5 s. Then every contact changes
+    in the CRM and run B starts — after A's lease would have run out unrenewed, and with other
+    payloads, so a contact sent by both would be two contacts (the lab's sandbox refuses no
+    duplicate). A last sync sends what the two deferred, and ErzyCall is compared with the CRM."""
+    from erzy_pipelines.crm.shared_limiter import SqlRateLimitStore, rate_limit_events
+
+    lab.use_state_database(pg_url)
+    lab.populate(LEASE_WAIT_N)
+    # The other client's two requests, stamped so that the budget frees ~14 s from now, however
+    # long run A takes to start: A's first contact then waits many lease lengths.
+    budget = SqlRateLimitStore(pg_url, key_id_of(DEMO_API_KEY))
+    spent = {"key_id": budget.key_id, "at": time.time() + 8}
+    with budget._engine.begin() as conn:
+        conn.execute(rate_limit_events.insert(), [spent, spent])
+    budget.close()
+    child_env = {
+        "ERZYCALL_RATE_LIMITS": LEASE_LIMITS,
+        "ERZY_LEASE_SECONDS": "1.5",
+        "ERZYCALL_TIMEOUT_SECONDS": "0.5",
+        **(env or {}),
+    }
+    module = "erzy_pipelines_tests.faults._child"
+    a, out_a = lab.spawn("sync", name="lease_a", module=module, env=child_env)
+    deadline = time.monotonic() + 90
+    while not lab.store.lease_holders() and time.monotonic() < deadline:
+        time.sleep(0.05)  # A holds its first contact and waits for the budget
+    for i in range(1, LEASE_WAIT_N + 1):
+        lab.h.update_person(i, full_name=f"Person {i}, renamed while A waits")
+    b, out_b = lab.spawn("sync", name="lease_b", module=module, env=child_env)
+    codes = [a.wait(180), b.wait(180)]
+    lab.notes.append("2 hosts, lease 1.5 s < 6 s wait")
+    last, _ = lab.sync()
+    return [*codes, last], lab.check(), out_a.read_text() + out_b.read_text()
+
+
+def test_leases_shorter_than_the_rate_limit_wait_are_renewed(lab, pg_url):
+    codes, v, output = leases_under_long_waits(lab, pg_url)
+    lab.record("leases shorter than the waits", v)
+    assert codes == [0, 0, 0], output[-3000:]
+    assert v.ok, v.explain()  # state == ErzyCall field by field, no duplicate, nothing missing
+    claimed = [r for r in lab.store.audit_rows() if r["error_code"] == "claimed_by_another_run"]
+    assert claimed, "run B never met a lease of run A's: the scenario did not overlap"
+
+
+def test_control_leases_not_renewed_while_waiting(lab, pg_url):
+    _, v, _ = leases_under_long_waits(lab, pg_url, env={"ERZY_FAULTS_BREAK": "renewal"})
+    control(
+        "leases shorter than the waits",
+        "leases renewed and confirmed before each send",
+        f"{v.duplicated} duplicate(s), {v.wrong} wrong, {len(v.problems)} problem(s)",
+        not v.ok,
     )
 
 
