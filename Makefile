@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test chromium lint faults bench dev clean
+.PHONY: demo test chromium contract lint faults bench dev clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ chromium:
 test: $(VENV)/.installed chromium
 	$(BIN)/ruff check erzy_pipelines erzy_pipelines_tests benchmarks
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope
+
+# The API contract against the real ErzyCall (ERZYCALL_CONTRACT_API_KEY=ek_test_...; optional
+# ERZYCALL_CONTRACT_BASE_URL) and the sandbox; without a key the real half is skipped, saying why.
+contract: $(VENV)/.installed
+	$(BIN)/python -m pytest -v -rs -m contract erzy_pipelines_tests/contract
 
 faults: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m faults -s
