@@ -926,7 +926,7 @@ LEASE_LIMITS = "2/6"
 
 def leases_under_long_waits(lab: FaultLab, pg_url: str, *, env: dict[str, str] | None = None):
     """Two "hosts" (separate Dagster instances) share one PostgreSQL state database and the key's
-    budget, 2 requests per 6 s, spent by another client for the next ~14 s: run A claims its
+    budget, 2 requests per 6 s, spent by another client for the next ~26 s: run A claims its
     first contact and waits for its turn, while a lease lasts 1.5 s. Then every contact changes
     in the CRM and run B starts — after A's lease would have run out unrenewed, and with other
     payloads, so a contact sent by both would be two contacts (the lab's sandbox refuses no
@@ -935,10 +935,11 @@ def leases_under_long_waits(lab: FaultLab, pg_url: str, *, env: dict[str, str] |
 
     lab.use_state_database(pg_url)
     lab.populate(LEASE_WAIT_N)
-    # The other client's two requests, stamped so that the budget frees ~14 s from now, however
-    # long run A takes to start: A's first contact then waits many lease lengths.
+    # The other client's two requests, stamped so that the budget frees ~26 s from now, however
+    # long run A takes to start: A's first contact then waits many lease lengths, long enough
+    # for run B to start (several seconds on a loaded machine) and reach the same contact.
     budget = SqlRateLimitStore(pg_url, key_id_of(DEMO_API_KEY))
-    spent = {"key_id": budget.key_id, "at": time.time() + 8}
+    spent = {"key_id": budget.key_id, "at": time.time() + 20}
     with budget._engine.begin() as conn:
         conn.execute(rate_limit_events.insert(), [spent, spent])
     budget.close()
