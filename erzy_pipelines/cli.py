@@ -357,6 +357,70 @@ def cmd_dev(args: argparse.Namespace) -> int:
         sandbox.stop()
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """Record what ErzyCall already holds for the CRM's contacts (see ``baseline.py``)."""
+    import contextlib
+
+    import dagster as dg
+
+    from erzy_pipelines.accounts import account_for_run, probe_with
+    from erzy_pipelines.baseline import baseline_rows
+    from erzy_pipelines.crm.record_cache import RecordCache
+    from erzy_pipelines.definitions import build_resources
+    from erzy_pipelines.incremental import prepare_incremental
+    from erzy_pipelines.partitions import SyncScope
+    from erzy_pipelines.runtime.stop import StopSignal
+
+    started = time.monotonic()
+    stop = StopSignal()
+    with dg.build_resources(build_resources()) as res, stop.on_signals():
+        res.erzycall.check_usable()
+        store = res.state.store()
+
+        @contextlib.contextmanager
+        def probing():
+            with contextlib.closing(res.erzycall.make_client(res.state.url)) as client:
+                yield probe_with(client)
+
+        account = account_for_run(
+            store, res.erzycall.credential(), dry_run=False, open_probe=probing
+        )
+        store = store.with_account(account.account_id)
+        engine = res.crm.engine()
+        memberships = res.crm.memberships(engine)
+        _, prepared = prepare_incremental(
+            batches=res.crm.raw_batches(engine, between_fetches=stop.check),
+            memberships=memberships,
+            scope=SyncScope(None, True),
+            extra=set(),
+            cache=RecordCache(store),
+            settled_lookup=store.settled_fingerprints,
+            region=res.policy.default_region,
+            stop=stop,
+            replan_all=True,
+            log=print,
+        )
+        managed = frozenset(gid for groups in memberships.values() for _, gid in groups if gid)
+        with contextlib.closing(res.erzycall.make_client(res.state.url)) as client:
+            remote = list(client.list_contacts(limit=100))
+            requests = client.requests_sent + account.probes
+        known = set(store.load_states([c.phone for c in prepared.contacts]))
+        rows, counts = baseline_rows(
+            prepared.contacts, prepared.fingerprints, remote, res.policy.owner(managed), known
+        )
+        store.insert_baseline(rows)
+    print(
+        f"baseline of ErzyCall account {account.account_id}: {len(remote):,} contacts listed "
+        f"in {requests:,} requests; of {len(prepared.contacts):,} CRM contacts, "
+        f"{counts['settled']:,} hold what the sync would send (settled), {counts['differs']:,} "
+        f"differ (next sync PATCHes them), {counts['missing']:,} are not in ErzyCall (next sync "
+        f"creates them), {counts['known']:,} were already in the state (left alone); "
+        f"{counts['only_in_erzycall']:,} ErzyCall contacts are not in the CRM (left alone). "
+        f"{time.monotonic() - started:.1f}s"
+    )
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     for setting in settings():
         value = os.environ.get(setting.name, setting.default)
@@ -380,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-requests", type=int, default=0, help="most requests this run may spend")
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser(
+        "baseline",
+        help="record what ErzyCall already holds for your CRM's contacts (one listing, no "
+        "writes), so the first sync sends only what differs",
+    )
+    p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("sandbox", help="run the local ErzyCall sandbox API")
     p.add_argument("--host", default="127.0.0.1")

@@ -1,60 +1,25 @@
-"""One sync's local work, without Dagster: read the CRM, normalize, dedupe.
+"""One sync's local work from scratch, without Dagster: read the CRM, normalize, dedupe.
 
-The sync asset (``assets/sync.py``) and the plan job (``assets/plan.py``) call these in the same
-step that sends (or plans), so every run computes its contacts from the CRM itself. No run ever
-reads data another run produced, and nothing personal is written to disk but the state database.
+Runs use the incremental path (``incremental.py``), which normalizes only what changed; these
+functions do everything every time and are the reference it is tested against. Either way a run
+computes its contacts from the CRM itself in the step that sends (or plans): no run reads data
+another run produced, and nothing personal is written to disk but the state database.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from erzy_pipelines.core.dedupe import Merge, dedupe
+from erzy_pipelines.core.dedupe import dedupe
 from erzy_pipelines.core.normalize import Contact, Reject, normalize_row, normalize_rows
 from erzy_pipelines.crm.extract import Membership
+from erzy_pipelines.incremental import Prepared
 from erzy_pipelines.partitions import SyncScope
 from erzy_pipelines.runtime.stop import StopSignal
 
 #: Columns of crm_contacts when the query returned no row at all.
 EMPTY_COLUMNS = ["crm_id", "title", "phone", "group_keys", "group_ids"]
-
-
-@dataclass
-class Extracted:
-    """The CRM rows one run covers, each with all its memberships."""
-
-    rows: list[dict[str, Any]]
-    columns: list[str]
-    stranded: int = 0  # rows included because they were last sent with a selected group
-    same_phone: int = 0  # rows of other groups sharing a phone with a selected row
-    managed_groups: frozenset[str] = frozenset()  # every ErzyCall group id the mapping uses
-
-
-@dataclass
-class Prepared:
-    """What normalization and dedupe made of the rows."""
-
-    normalized: list[Contact]
-    rejects: list[Reject]
-    contacts: list[Contact]  # one per phone
-    merges: list[Merge]
-    dedupe_rejects: list[Reject] = field(default_factory=list)
-
-    @property
-    def all_rejects(self) -> list[Reject]:
-        return self.rejects + self.dedupe_rejects
-
-    def parts(self) -> dict[str, list[Any]]:
-        """The lists by name, as ``core.group_figures.group_figures`` takes them."""
-        return {
-            "normalized": self.normalized,
-            "rejects": self.rejects,
-            "contacts": self.contacts,
-            "merges": self.merges,
-            "dedupe_rejects": self.dedupe_rejects,
-        }
 
 
 def group_keys_of(memberships: Mapping[str, Sequence[Membership]]) -> set[str]:
@@ -97,8 +62,9 @@ def extract(
     last_sent_with: Callable[[set[str]], set[str]],
     region: str,
     stop: StopSignal,
-) -> Extracted:
-    """The rows of the scope's groups, plus the records a group run must also see: those last
+) -> list[dict[str, Any]]:
+    """From scratch (the reference the incremental path is tested against): the rows of the
+    scope's groups, plus the records a group run must also see: those last
     sent with one of its groups (so a member who left loses the group in ErzyCall) and those
     sharing a phone with a member (so duplicates in other groups are merged, not overwritten).
     ``contact_chunks(check)`` streams the CRM and calls ``check`` between fetches.
@@ -115,14 +81,7 @@ def extract(
     for chunk in contact_chunks(stop.check):
         for row in chunk:
             (rows if in_scope(row, scope, extra) else others).append(row)
-    same = same_phone_rows(rows, others, region)
-    stranded = sum(1 for row in rows if row["crm_id"] in extra)
-    rows += same
-    columns = list(rows[0].keys()) if rows else list(EMPTY_COLUMNS)
-    managed = frozenset(gid for groups in memberships.values() for _, gid in groups if gid)
-    return Extracted(
-        rows=rows, columns=columns, stranded=stranded, same_phone=len(same), managed_groups=managed
-    )
+    return rows + same_phone_rows(rows, others, region)
 
 
 #: Rows normalized between two looks at the stop signal (a few milliseconds of work).
@@ -130,7 +89,8 @@ STOP_CHECK_ROWS = 2000
 
 
 def prepare(rows: list[dict[str, Any]], region: str, stop: StopSignal) -> Prepared:
-    """Normalize every row (contact or reject) and merge contacts sharing a phone."""
+    """From scratch: normalize every row (contact or reject) and merge contacts sharing a
+    phone; every contact is to be planned."""
     normalized: list[Contact] = []
     rejects: list[Reject] = []
     for start in range(0, len(rows), STOP_CHECK_ROWS):
@@ -140,7 +100,7 @@ def prepare(rows: list[dict[str, Any]], region: str, stop: StopSignal) -> Prepar
         rejects += refused
     stop.check()
     contacts, merges, dedupe_rejects = dedupe(normalized)
-    return Prepared(normalized, rejects, contacts, merges, dedupe_rejects)
+    return Prepared(rejects, contacts, merges, dedupe_rejects, accepted=len(normalized))
 
 
 def duplicate_phones(contacts: Iterable[Contact]) -> list[str]:

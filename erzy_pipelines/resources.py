@@ -9,6 +9,7 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from sqlalchemy import exc as sa_exc
@@ -24,6 +25,7 @@ from erzy_pipelines.crm.extract import (
     create_crm_engine,
     iter_contact_chunks,
     load_memberships,
+    raw_contact_batches,
     read_sql_file,
 )
 from erzy_pipelines.crm.shared_limiter import SqlRateLimitStore
@@ -139,7 +141,7 @@ class CrmDatabaseResource(dg.ConfigurableResource):
     def memberships_sql(self) -> str:
         return _sql_file(self.memberships_sql_path, "CRM_MEMBERSHIPS_SQL")
 
-    def memberships(self, engine: Engine) -> dict[str, list[Membership]]:
+    def memberships(self, engine: Engine) -> dict[str, tuple[Membership, ...]]:
         """crm_id -> [(group_key, erzycall_group_id)]; query problems raised as ``dg.Failure``."""
         sql = self.memberships_sql()
         with _query_errors(memberships=sql):
@@ -153,6 +155,14 @@ class CrmDatabaseResource(dg.ConfigurableResource):
             yield from iter_contact_chunks(
                 engine, contacts, memberships, chunk_size=self.chunk_size, **kwargs
             )
+
+
+    def raw_batches(self, engine: Engine, **kwargs: Any) -> Iterator[tuple[list[str], Any]]:
+        """:func:`raw_contact_batches` of the contacts query (raw rows, for fingerprinting);
+        query problems raised as ``dg.Failure`` naming the query."""
+        contacts, memberships = self.contacts_sql(), self.memberships_sql()
+        with _query_errors(memberships=memberships):
+            yield from raw_contact_batches(engine, contacts, **kwargs)
 
 
 def _sql_file(path: str, variable: str) -> str:

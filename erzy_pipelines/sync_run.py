@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from erzy_pipelines.accounts import Account
 from erzy_pipelines.core.ownership import REPLACE, Ownership
-from erzy_pipelines.core.payload import payload_hash
+from erzy_pipelines.core.payload import payload_hash, to_payload
 from erzy_pipelines.core.plan import ContactState, Operation, Plan, plan_operations
 from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.erzycall.models import Contact as RemoteContact
+from erzy_pipelines.incremental import gc_paused
 from erzy_pipelines.leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from erzy_pipelines.runtime.stop import StopSignal, SyncStopped
 from erzy_pipelines.upsert import (
@@ -32,6 +33,8 @@ from erzy_pipelines.upsert import (
     planned_results,
     remote_payload,
 )
+
+PLAN_CHUNK = 20_000
 
 #: The runs table's counters, and which outcomes feed each.
 RUN_COUNTERS = {
@@ -105,16 +108,18 @@ _RECORD_ACTIONS = ("reject", "merge")  # audit rows about a CRM record, not a co
 def _run_counts(store: Any, run_id: str, unchanged: Sequence[Any]) -> Counter[str]:
     """Outcome counts of a run from its audit rows: rejects and merges one each, every contact
     once by its latest outcome (a retried step may have tried it in an earlier attempt), plus
-    the unchanged contacts no attempt of the run listed."""
+    the unchanged contacts (Contacts, or phones) no attempt of the run listed."""
     outcomes: Counter[str] = Counter()
     latest: dict[str, str] = {}
-    for row in store.audit_rows(run_id):  # newest first
-        if row["action"] in _RECORD_ACTIONS:
-            outcomes[row["outcome"]] += 1
+    for action, phone, outcome in store.audit_outcomes(run_id):  # newest first
+        if action in _RECORD_ACTIONS:
+            outcomes[outcome] += 1
         else:
-            latest.setdefault(row["phone"], row["outcome"])
+            latest.setdefault(phone, outcome)
     outcomes.update(latest.values())
-    outcomes["unchanged"] += sum(1 for c in unchanged if c.phone not in latest)
+    outcomes["unchanged"] += sum(
+        1 for c in unchanged if (c if isinstance(c, str) else c.phone) not in latest
+    )
     return outcomes
 
 
@@ -159,6 +164,8 @@ def run_sync(
     rejects: Sequence[Any],
     merges: Sequence[Any],
     store: Any,
+    settled: Sequence[str] = (),
+    fingerprints: Mapping[str, int] | None = None,
     client_factory: Callable[[Callable[[float], None]], ErzyCallClient],
     run_id: str,
     partition_key: str,
@@ -174,7 +181,10 @@ def run_sync(
 ) -> RunSummary:
     """Plan the contacts against the state, then send (or, on a dry run, only record) the plan.
 
-    Rejects, merges and unchanged contacts cost no request. ``reconcile`` first lists ErzyCall
+    Rejects, merges and unchanged contacts cost no request. ``settled`` are the phones whose
+    contact needs nothing (``incremental.py``): counted unchanged, never loaded or planned.
+    ``fingerprints`` (phone → its CRM records' fingerprint) is stored with each confirmed
+    payload, so the next run can tell the contact is settled. ``reconcile`` first lists ErzyCall
     (⌈N/100⌉ requests) and plans against what is really there instead of the stored hashes.
     A dry run never builds a client, so it cannot send anything.
 
@@ -203,9 +213,9 @@ def run_sync(
 
     # A retried step reopens its run: the rows its earlier attempts audited stay (they say what
     # was sent), and this attempt does not audit the same rejects, merges and skips again.
-    earlier = store.audit_rows(run_id)
-    records_audited = any(r["action"] in _RECORD_ACTIONS for r in earlier)
-    skips_audited = {r["phone"] for r in earlier if r["action"] == "skip"}
+    earlier = store.audit_outcomes(run_id)
+    records_audited = any(action in _RECORD_ACTIONS for action, _, _ in earlier)
+    skips_audited = {phone for action, phone, _ in earlier if action == "skip"}
     store.start_run(run_id, partition_key, dry_run)
     states = store.load_states([c.phone for c in contacts])
     current: dict[str, dict[str, Any]] = {}
@@ -220,21 +230,42 @@ def run_sync(
             if budget and budget.max_requests is not None:  # the listing is part of the cap
                 left = max(0, budget.max_requests - report.requests)
                 budget = Budget(max_requests=left, max_seconds=budget.max_seconds)
-        plan = plan_operations(contacts, states, ownership, current_known=bool(current))
-        store.clear_deferred(
-            [c.phone for c in plan.unchanged] + [op.contact.phone for op in plan.skipped]
-        )
-        pre = [
-            r
-            for r in _pre_send_rows(rejects, merges, plan.skipped)
-            if not (r.action in _RECORD_ACTIONS and records_audited)
-            and not (r.action == "skip" and r.phone in skips_audited)
-        ]
-        store.add_audit([r.audit_row(run_id, partition_key) for r in pre])
-        if dry_run:
-            report.results = planned_results(plan)
-            store.add_audit([r.audit_row(run_id, partition_key) for r in report.results])
-        elif plan.operations:
+        with gc_paused():  # a plan of a million contacts is a few million objects
+            if dry_run:
+                plan, report.results = _plan_dry_run(
+                    contacts,
+                    states,
+                    ownership,
+                    fingerprints,
+                    audit=lambda rows: store.add_audit(
+                        [r.audit_row(run_id, partition_key) for r in rows]
+                    ),
+                )
+            else:
+                plan = plan_operations(
+                    contacts,
+                    states,
+                    ownership,
+                    current_known=bool(current),
+                    fingerprints=fingerprints,
+                )
+            if fingerprints is not None and not dry_run:
+                store.mark_settled(
+                    (c.phone, payload_hash(to_payload(c)), fingerprints[c.phone])
+                    for c in plan.unchanged
+                    if c.phone in fingerprints
+                )
+            store.clear_deferred(
+                [c.phone for c in plan.unchanged] + [op.contact.phone for op in plan.skipped]
+            )
+            pre = [
+                r
+                for r in _pre_send_rows(rejects, merges, plan.skipped)
+                if not (r.action in _RECORD_ACTIONS and records_audited)
+                and not (r.action == "skip" and r.phone in skips_audited)
+            ]
+            store.add_audit([r.audit_row(run_id, partition_key) for r in pre])  # one transaction
+        if plan.operations and not dry_run:
             client = client or open_client()
             sent = execute_plan(
                 plan,
@@ -253,7 +284,7 @@ def run_sync(
             sent.requests += report.requests
             report = sent
         sending.close()
-        outcomes = _run_counts(store, run_id, plan.unchanged)
+        outcomes = _run_counts(store, run_id, [*plan.unchanged, *settled])
         counts = {name: sum(outcomes[o] for o in feeds) for name, feeds in RUN_COUNTERS.items()}
         counts["requests"] = report.requests
         store.finish_run(run_id, counts, _status(report, counts))
@@ -269,6 +300,33 @@ def run_sync(
         raise
     finally:
         sending.close()
+
+
+def _plan_dry_run(
+    contacts: Sequence[Any],
+    states: Mapping[str, ContactState],
+    ownership: Ownership,
+    fingerprints: Mapping[str, int] | None,
+    audit: Callable[[list[OperationResult]], None],
+) -> tuple[Plan, list[OperationResult]]:
+    """A dry run's plan, made and audited a chunk of contacts at a time: only each operation's
+    small result row is kept, never a million operations with their bodies. The plan returned
+    has the counts and requests of the whole, and no operations."""
+    unchanged: list[Any] = []
+    skipped: list[Operation] = []
+    results: list[OperationResult] = []
+    needed = 0
+    for i in range(0, len(contacts), PLAN_CHUNK):
+        part = plan_operations(
+            contacts[i : i + PLAN_CHUNK], states, ownership, fingerprints=fingerprints
+        )
+        unchanged += part.unchanged
+        skipped += part.skipped
+        needed += part.requests_needed
+        rows = planned_results(part)
+        audit(rows)
+        results += rows
+    return Plan([], unchanged, skipped, needed), results
 
 
 def _status(report: SyncReport, counts: dict[str, int]) -> str:

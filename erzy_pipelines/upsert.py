@@ -78,7 +78,7 @@ class Budget:
     max_seconds: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class OperationResult:
     """One audit row's worth of what happened to one planned operation."""
 
@@ -291,6 +291,7 @@ class _Executor:
             crm_ids=list(op.contact.crm_ids),
             created=created,
             outcome=outcome,
+            source_fp=op.source_fp,
         )
         result.outcome = outcome
         result.remote_id = remote_id

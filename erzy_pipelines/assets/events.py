@@ -28,7 +28,7 @@ from erzy_pipelines.core.budget import (
 )
 from erzy_pipelines.core.group_figures import GroupFigures, record_partitions
 from erzy_pipelines.crm.state import StateStore
-from erzy_pipelines.pipeline import Extracted, Prepared
+from erzy_pipelines.incremental import Extracted, Prepared
 from erzy_pipelines.sync_run import RunSummary
 from erzy_pipelines.upsert import Budget
 
@@ -43,6 +43,7 @@ SYNC_KEYS = (CRM, NORMALIZED, DEDUPED, CONTACTS, AUDIT)
 OUTCOME_FIGURES = ("created", "updated", "adopted", "recreated", "failed", "deferred")
 
 Event = dg.AssetMaterialization | dg.AssetObservation
+PREVIEW_OPERATIONS = 25
 
 
 def _seconds(name: str, seconds: float) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def group_metadata(
     planned: bool,
 ) -> dict[str, dict[str, Any]]:
     """asset key → metadata of one partition (one group) of each sync asset."""
-    preview_rows = _rows_of(partition, extracted.rows)[:10]
+    preview_rows = _rows_of(partition, extracted.preview)[:10]
     contacts: dict[str, Any] = {
         "dagster/row_count": figures.changed,
         "contacts": figures.contacts,
@@ -157,7 +158,8 @@ class RunTotals:
     backlog: int
     counts: Mapping[str, int]
     duration_seconds: float
-    results: Sequence[Mapping[str, Any]]
+    results: Sequence[Mapping[str, Any]]  # the first operations, for a preview
+    result_count: int = 0
     account: str = ""  # the ErzyCall account (state namespace) the run addressed
     budget_frees_at: float | None = None  # the key's budget was spent: when it frees (epoch)
 
@@ -170,12 +172,15 @@ def run_observation(totals: RunTotals, windows: Sequence[RateWindow]) -> dg.Asse
         "scope": totals.scope,
         "plan_only": totals.planned,
         "erzycall_account": totals.account,
-        "crm_records": len(totals.extracted.rows),
+        "crm_records": len(totals.extracted.records),
+        "records_normalized": totals.extracted.normalized,
+        "records_gone": totals.extracted.vanished,
         "stranded_records_included": totals.extracted.stranded,
         "same_phone_records_included": totals.extracted.same_phone,
         "rejected": len(totals.prepared.all_rejects),
         "merged": len(totals.prepared.merges),
-        "contacts": len(totals.prepared.contacts),
+        "contacts": totals.prepared.contact_count,
+        "contacts_settled": len(totals.prepared.settled),
         "requests_needed": totals.requests_needed,
         "request_cap": cap or 0,
         "requests_allowed": allowed,
@@ -190,6 +195,8 @@ def run_observation(totals: RunTotals, windows: Sequence[RateWindow]) -> dg.Asse
             md_table(
                 totals.results,
                 ("phone", "action", "outcome", "http_status", "error_code", "attempts"),
+                limit=PREVIEW_OPERATIONS,
+                total=totals.result_count,
             )
         ),
     }
@@ -232,5 +239,6 @@ def run_totals(
         budget_frees_at=summary.report.budget_frees_at,
         counts=summary.counts,
         duration_seconds=time.monotonic() - started,
-        results=[r.audit_row("", scope) for r in summary.report.results],
+        results=[r.audit_row("", scope) for r in summary.report.results[:PREVIEW_OPERATIONS]],
+        result_count=len(summary.report.results),
     )

@@ -33,13 +33,20 @@ def _cell(value: Any, column: str = "") -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def md_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], limit: int = 25) -> str:
-    """A markdown table of at most ``limit`` rows, with a note when rows were left out."""
+def md_table(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str],
+    limit: int = 25,
+    total: int | None = None,
+) -> str:
+    """A markdown table of at most ``limit`` rows, with a note when rows were left out
+    (``total``: how many rows there are, when ``rows`` holds only the first ones)."""
     rows = list(rows)
+    total = len(rows) if total is None else total
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(r.get(c), c) for c in columns) + " |" for r in rows[:limit]]
-    if len(rows) > limit:
-        lines.append(f"\n_{len(rows) - limit} more rows not shown._")
+    if total > limit:
+        lines.append(f"\n_{total - limit} more rows not shown._")
     if not rows:
         lines.append("| " + " | ".join("" for _ in columns) + " |")
     return "\n".join(lines)

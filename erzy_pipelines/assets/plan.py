@@ -50,6 +50,8 @@ def plan_contacts(
             contacts=prepared.contacts,
             rejects=prepared.all_rejects,
             merges=prepared.merges,
+            settled=prepared.settled,
+            fingerprints=prepared.fingerprints,
             store=store,
             client_factory=lambda sleep: None,  # never called on a dry run
             run_id=context.run_id,
@@ -60,7 +62,7 @@ def plan_contacts(
         )
         figures = group_figures(
             run_partition_keys(context),
-            extracted.rows,
+            extracted.records,
             **prepared.parts(),
             skipped=[op.contact for op in summary.plan.skipped],
             results=summary.report.results,

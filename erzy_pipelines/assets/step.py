@@ -14,10 +14,18 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 from sqlalchemy import exc as sa_exc
 
 from erzy_pipelines.accounts import Account, Probe, account_for_run, probe_with
+from erzy_pipelines.crm.record_cache import RecordCache
 from erzy_pipelines.crm.state import StateStore
 from erzy_pipelines.erzycall import errors
+from erzy_pipelines.incremental import (
+    Extracted,
+    Prepared,
+    StaleRecordCache,
+    gc_paused,
+    prepare_incremental,
+)
 from erzy_pipelines.partitions import SyncScope, unknown_groups
-from erzy_pipelines.pipeline import Extracted, Prepared, extract, group_keys_of, prepare
+from erzy_pipelines.pipeline import group_keys_of
 from erzy_pipelines.resources import CrmDatabaseResource, ErzyCallResource
 from erzy_pipelines.runtime.dead_runs import free_if_done
 from erzy_pipelines.runtime.pool import PoolSlot
@@ -65,7 +73,7 @@ def retried_on_infrastructure(context: Context) -> Iterator[None]:
     10 s). Safe: every outcome is committed per contact and a retried intent reuses its key."""
     try:
         yield
-    except (sa_exc.OperationalError, errors.TransportError) as exc:
+    except (sa_exc.OperationalError, errors.TransportError, StaleRecordCache) as exc:
         wait = STEP_RETRY_SECONDS * 2**context.retry_number
         raise dg.RetryRequested(max_retries=STEP_RETRIES, seconds_to_wait=wait) from exc
 
@@ -78,36 +86,51 @@ def read_and_prepare(
     scope: SyncScope,
     region: str,
     stop: StopSignal,
+    replan_all: bool = False,
 ) -> tuple[Extracted, Prepared]:
-    """The run's CRM rows, normalized and deduped. Fails at once, naming the CRM's groups, when
-    the run selected a group the CRM does not have."""
+    """The run's CRM records, normalized where they changed, and the contacts to plan
+    (``incremental.py``; ``replan_all``: every contact, for a full resync). Fails at once,
+    naming the CRM's groups, when the run selected a group the CRM does not have."""
     engine = crm.engine()
-    memberships = crm.memberships(engine)
-    crm_groups = group_keys_of(memberships)
-    unknown = unknown_groups(scope, crm_groups)
-    if unknown:
-        raise dg.Failure(
-            description=f"The CRM has no group {', '.join(map(repr, unknown))}. Its groups are: "
-            f"{', '.join(sorted(crm_groups)) or '(none)'}, and _ungrouped for contacts in no "
-            "group. A partition for a group the CRM does not have was added by hand or outlived "
-            "its group; crm_groups_sensor removes such partitions. Nothing was sent.",
-            allow_retries=False,
+    cache = RecordCache(store)
+    whole = scope.groups is None
+    with gc_paused():
+        memberships = crm.memberships(engine)
+        crm_groups = group_keys_of(memberships)
+        unknown = unknown_groups(scope, crm_groups)
+        if unknown:
+            raise dg.Failure(
+                description=f"The CRM has no group {', '.join(map(repr, unknown))}. Its groups "
+                f"are: {', '.join(sorted(crm_groups)) or '(none)'}, and _ungrouped for contacts "
+                "in no group. A partition for a group the CRM does not have was added by hand or "
+                "outlived its group; crm_groups_sensor removes such partitions. Nothing was sent.",
+                allow_retries=False,
+            )
+        extra: set[str] = set()
+        if not whole:
+            group_ids = {
+                gid for groups in memberships.values() for key, gid in groups
+                if key in scope.groups and gid  # type: ignore[operator]
+            }
+            extra = store.crm_ids_last_sent_with(group_ids)
+        extracted, prepared = prepare_incremental(
+            batches=crm.raw_batches(engine, between_fetches=stop.check),
+            memberships=memberships,
+            scope=scope,
+            extra=extra,
+            cache=cache,
+            settled_lookup=store.settled_fingerprints,
+            region=region,
+            stop=stop,
+            replan_all=replan_all,
+            log=context.log.info,
         )
-    extracted = extract(
-        memberships=memberships,
-        contact_chunks=lambda check: crm.contact_chunks(
-            engine, memberships=memberships, between_fetches=check
-        ),
-        scope=scope,
-        last_sent_with=store.crm_ids_last_sent_with,
-        region=region,
-        stop=stop,
-    )
     context.log.info(
-        f"read {len(extracted.rows)} CRM records ({scope.label}); "
-        f"{extracted.same_phone} share a phone with a member, {extracted.stranded} left a group"
+        f"{scope.label}: {len(extracted.records)} CRM records ({extracted.same_phone} share a "
+        f"phone with a member, {extracted.stranded} left a group); "
+        f"{prepared.contact_count} contacts, {len(prepared.settled)} settled, "
+        f"{len(prepared.contacts)} to plan"
     )
-    prepared = prepare(extracted.rows, region, stop)
     return extracted, prepared
 
 

@@ -34,8 +34,9 @@ from erzy_pipelines.assets.step import (
 )
 from erzy_pipelines.core.budget import format_duration, seconds_for_requests
 from erzy_pipelines.core.group_figures import group_figures
+from erzy_pipelines.incremental import Prepared
 from erzy_pipelines.partitions import crm_groups_partitions, run_partition_keys, scope_for
-from erzy_pipelines.pipeline import Prepared, duplicate_phones
+from erzy_pipelines.pipeline import duplicate_phones
 from erzy_pipelines.resources import (
     CrmDatabaseResource,
     ErzyCallResource,
@@ -139,7 +140,7 @@ def _budget(config: SyncRunConfig, policy: SyncPolicyResource) -> Budget:
 
 def reject_rate_check(prepared: Prepared, threshold: float) -> dg.AssetCheckResult:
     rejected = len(prepared.rejects)
-    total = len(prepared.normalized) + rejected
+    total = prepared.accepted + rejected
     rate = rejected / total if total else 0.0
     return dg.AssetCheckResult(
         asset_key=NORMALIZED,
@@ -194,11 +195,17 @@ def sync_contacts(
     with sync_step(context) as stop, retried_on_infrastructure(context):
         store, account = bind_account(context, store, erzycall, state.url, stop, dry_run=False)
         extracted, prepared = read_and_prepare(
-            context, crm=crm, store=store, scope=scope, region=policy.default_region, stop=stop
+            context,
+            crm=crm,
+            store=store,
+            scope=scope,
+            region=policy.default_region,
+            stop=stop,
+            replan_all=config.full_resync,
         )
         duplicated = duplicate_phones(prepared.contacts)
         if duplicated:
-            figures = group_figures(keys, extracted.rows, **prepared.parts())
+            figures = group_figures(keys, extracted.records, **prepared.parts())
             yield from events.partition_events(
                 figures, extracted, windows=windows, keys=SYNC_KEYS[:3]
             )
@@ -221,6 +228,8 @@ def sync_contacts(
             contacts=prepared.contacts,
             rejects=prepared.all_rejects,
             merges=prepared.merges,
+            settled=prepared.settled,
+            fingerprints=prepared.fingerprints,
             store=store,
             client_factory=lambda sleep: erzycall.make_client(state.url, sleep=sleep),
             run_id=context.run_id,
@@ -238,7 +247,7 @@ def sync_contacts(
         complete = not (report.aborted or report.stopped)
         figures = group_figures(
             keys,
-            extracted.rows,
+            extracted.records,
             **prepared.parts(),
             skipped=[op.contact for op in summary.plan.skipped],
             results=report.results,

@@ -9,9 +9,9 @@ reported once per run.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from erzy_pipelines.core.dedupe import Merge
 from erzy_pipelines.core.normalize import Contact, Reject
@@ -61,46 +61,86 @@ def record_partitions(group_keys: Iterable[str]) -> set[str]:
     return keys or {UNGROUPED_KEY}
 
 
+class RecordLike(Protocol):
+    """The parts of a CRM record the figures need (``incremental.Record``)."""
+
+    crm_id: str | None
+    group_keys: tuple[str, ...]
+    phone: str | None
+
+
 def group_figures(
     partition_keys: Sequence[str],
-    rows: Iterable[Mapping[str, Any]],
+    records: Sequence[RecordLike],
     *,
-    normalized: Iterable[Contact],
     rejects: Iterable[Reject],
-    contacts: Iterable[Contact],
+    contacts: Iterable[str],
     merges: Iterable[Merge],
     dedupe_rejects: Iterable[Reject],
     skipped: Iterable[Contact] = (),
     results: Iterable[Outcome] = (),
 ) -> dict[str, GroupFigures]:
-    """The figures of each partition in ``partition_keys``; see the module docstring."""
+    """The figures of each partition in ``partition_keys``; ``records`` are the run's CRM
+    records, ``contacts`` the phones of its contacts. See the module docstring.
+
+    Built for a million records: partitions are computed once per distinct set of group keys,
+    and only the few records named by rejects, merges and results are looked up by id.
+    """
     figures = {key: GroupFigures() for key in partition_keys}
-    of_record: dict[str, set[str]] = {}
-    for row in rows:
-        parts = record_partitions(row.get("group_keys") or ()) & figures.keys()
-        of_record[str(row["crm_id"])] = parts
-        for key in parts:
-            figures[key].crm_records += 1
+    wanted = figures.keys()
+    parts_cache: dict[tuple[str, ...], frozenset[str]] = {}
+
+    def parts(keys: tuple[str, ...]) -> frozenset[str]:
+        found = parts_cache.get(keys)
+        if found is None:
+            found = parts_cache[keys] = frozenset(record_partitions(keys) & wanted)
+        return found
+
+    rejects, merges, dedupe_rejects = list(rejects), list(merges), list(dedupe_rejects)
+    skipped, results = list(skipped), list(results)
+    named = {r.crm_id for r in rejects} | {m.merged_crm_id for m in merges}
+    named |= {r.crm_id for r in dedupe_rejects}
+    named |= {str(c) for res in results for c in res.crm_ids}
+    contact_phones = set(contacts)
+    # A contact's group keys (one record, the common case) or partitions (merged records).
+    of_phone: dict[str, tuple[str, ...] | frozenset[str]] = {}
+    for record in records:
+        phone = record.phone
+        if phone is not None and phone in contact_phones:
+            before = of_phone.get(phone)
+            if before is None:
+                of_phone[phone] = record.group_keys
+            elif before != record.group_keys:
+                joined = parts(before) if isinstance(before, tuple) else before
+                of_phone[phone] = joined | parts(record.group_keys)
+    for keys, n in Counter(r.group_keys for r in records).items():
+        for key in parts(keys):
+            figures[key].crm_records += n
+    for keys, n in Counter(r.group_keys for r in records if r.phone is not None).items():
+        for key in parts(keys):
+            figures[key].accepted += n
+    for value, n in Counter(of_phone.values()).items():
+        for key in parts(value) if isinstance(value, tuple) else value:
+            figures[key].contacts += n
+    of_record = {str(r.crm_id): parts(r.group_keys) for r in records if r.crm_id in named}
+
+    def partitions_of_phone(phone: str) -> frozenset[str]:
+        value = of_phone.get(phone)
+        if value is None:
+            return frozenset()
+        return parts(value) if isinstance(value, tuple) else value
 
     def parts_of(crm_ids: Iterable[str | None]) -> set[str]:
         found: set[str] = set()
         for crm_id in crm_ids:
-            found |= of_record.get(str(crm_id), set())
+            found |= of_record.get(str(crm_id), frozenset())
         return found
 
-    for contact in normalized:
-        for key in parts_of(contact.crm_ids):
-            figures[key].accepted += 1
     for reject in rejects:
         for key in parts_of([reject.crm_id]):
             figures[key].rejected += 1
             figures[key].rejects_by_reason[reject.reason] += 1
             figures[key].audit_rows += 1
-    of_phone: dict[str, set[str]] = {}
-    for contact in contacts:
-        of_phone[contact.phone] = parts = parts_of(contact.crm_ids)
-        for key in parts:
-            figures[key].contacts += 1
     for merge in merges:
         for key in parts_of([merge.merged_crm_id]):
             figures[key].merged += 1
@@ -110,11 +150,11 @@ def group_figures(
             figures[key].rejected_after_merge += 1
             figures[key].audit_rows += 1
     for contact in skipped:
-        for key in of_phone.get(contact.phone, set()):
+        for key in partitions_of_phone(contact.phone):
             figures[key].skipped += 1
             figures[key].audit_rows += 1
     for result in results:
-        for key in of_phone.get(result.phone) or parts_of(result.crm_ids):
+        for key in partitions_of_phone(result.phone) or parts_of(result.crm_ids):
             group = figures[key]
             group.changed += 1
             group.outcomes[result.outcome] += 1

@@ -26,7 +26,7 @@ Rules, for a contact with payload hash H and its state S (looked up by phone):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -68,7 +68,7 @@ class ContactState:
     failure_count: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Operation:
     """One planned write (or a skipped one), with everything needed to send and record it."""
 
@@ -82,6 +82,7 @@ class Operation:
     idempotency_key: str
     last_sent: dict[str, Any] | None = None  # the payload last confirmed (the sync's own part)
     requests: int = 1  # requests it takes: 2 when the contact must be read first (ownership)
+    source_fp: int | None = None  # fingerprint of the CRM records the payload was made from
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,10 @@ def plan_operations(
     ownership: Ownership = REPLACE,
     *,
     current_known: bool = False,
+    fingerprints: Mapping[str, int] | None = None,
 ) -> Plan:
-    """Plan every contact against its state (keyed by phone); see the module rules."""
+    """Plan every contact against its state (keyed by phone); see the module rules.
+    ``fingerprints``: each phone's CRM-record fingerprint, recorded with a successful write."""
     urgent: list[Operation] = []
     rest: list[Operation] = []
     unchanged: list[Contact] = []
@@ -171,6 +174,8 @@ def plan_operations(
     for contact in contacts:
         state = states.get(contact.phone)
         op = plan_contact(contact, state, ownership, current_known=current_known)
+        if op is not None and fingerprints is not None:
+            op = replace(op, source_fp=fingerprints.get(contact.phone))
         if op is None:
             unchanged.append(contact)
         elif op.action is Action.SKIP_REJECTED:

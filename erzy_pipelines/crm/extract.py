@@ -223,36 +223,70 @@ def _text(value: Any) -> str | None:
 
 
 def load_memberships(engine: sa.Engine, sql: str,
-                     *, chunk_size: int = 10_000) -> dict[str, list[Membership]]:
-    """Map crm_id -> [(group_key, erzycall_group_id or None)], from the memberships query.
+                     *, chunk_size: int = 10_000) -> dict[str, tuple[Membership, ...]]:
+    """Map crm_id -> ((group_key, erzycall_group_id or None), ...), from the memberships query.
 
     Rows with a NULL crm_id or group_key are ignored (they are outer-join leftovers, not
-    memberships); repeated rows are kept once.
+    memberships); repeated rows are kept once. Built for millions of rows: each distinct
+    (group, id) pair and each distinct set of memberships is one shared tuple.
     """
     what = _source(sql, "memberships query")
-    memberships: dict[str, list[Membership]] = {}
-    shared: dict[Membership, Membership] = {}  # one tuple per distinct group: flat memory
+    building: dict[str, list[Membership]] = {}
+    pairs: dict[tuple[Any, Any], Membership | None] = {}  # raw values → cleaned pair
     with _connect(engine) as conn:
         result = _run(conn, sql, chunk_size)
         cols = _columns(result, what)
         check_membership_columns(cols, what)
         i_crm, i_key, i_id = (cols.index(c) for c in MEMBERSHIP_REQUIRED)
-        for partition in result.partitions():
+        for partition in result.partitions(chunk_size):
             for row in partition:
-                crm_id, key = row[i_crm], _text(row[i_key])
-                if crm_id is None or key is None:
+                crm_id = row[i_crm]
+                if crm_id is None:
                     continue
-                pair = (key, _text(row[i_id]))
-                pair = shared.setdefault(pair, pair)
-                groups = memberships.setdefault(str(crm_id), [])
-                if pair not in groups:
+                raw = (row[i_key], row[i_id])
+                try:
+                    pair = pairs[raw]
+                except KeyError:
+                    key = _text(raw[0])
+                    pair = pairs[raw] = None if key is None else (key, _text(raw[1]))
+                except TypeError:  # an unhashable driver value: clean it every time
+                    key = _text(raw[0])
+                    pair = None if key is None else (key, _text(raw[1]))
+                if pair is None:
+                    continue
+                cid = crm_id if type(crm_id) is str else str(crm_id)
+                groups = building.get(cid)
+                if groups is None:
+                    building[cid] = [pair]
+                elif pair not in groups:
                     groups.append(pair)
-    return memberships
+    shared: dict[tuple[Membership, ...], tuple[Membership, ...]] = {}
+    return {
+        cid: shared.setdefault(t := tuple(groups), t) for cid, groups in building.items()
+    }
+
+
+def distinct_group_keys_sql(memberships_sql: str) -> str:
+    """The memberships query wrapped to return its distinct group keys (a newline before ")":
+    the query may end with a -- comment)."""
+    return f"SELECT DISTINCT m.group_key FROM ({memberships_sql}\n) m WHERE m.crm_id IS NOT NULL"
 
 
 def discover_group_keys(engine: sa.Engine, sql: str) -> list[str]:
-    """Sorted distinct group keys the memberships query returns (e.g. to define partitions)."""
-    keys: set[str] = set()
+    """Sorted distinct group keys the memberships query returns (e.g. to define partitions).
+
+    Asks the database for the distinct keys of the query (wrapped as a derived table), so a
+    CRM with millions of memberships answers with a few rows; a database that refuses the
+    wrapped form is read in full instead."""
+    wrapped = distinct_group_keys_sql(sql)
+    try:
+        with _connect(engine) as conn:
+            found = conn.execution_options(no_parameters=True).exec_driver_sql(wrapped)
+            keys = {_text(key) for (key,) in found}
+        return sorted(k for k in keys if k is not None)
+    except sa.exc.DBAPIError:
+        pass  # the full read below says what is wrong with the query, if anything
+    keys = set()
     for groups in load_memberships(engine, sql).values():
         keys.update(key for key, _ in groups)
     return sorted(keys)
@@ -298,41 +332,64 @@ def iter_contact_chunks(
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    what = _source(contacts_sql, "contacts query")
     if memberships is None:
         memberships = load_memberships(engine, memberships_sql) if memberships_sql else {}
     selected = None if groups is None else frozenset(str(g) for g in groups)
     extra = frozenset(str(i) for i in extra_crm_ids or ())
 
+    chunk: list[dict[str, Any]] = []
+    for cols, rows in raw_contact_batches(
+        engine, contacts_sql, fetch=min(chunk_size, FETCH_ROWS), between_fetches=between_fetches
+    ):
+        i_crm = cols.index("crm_id")
+        for row in rows:
+            raw_id = row[i_crm]
+            crm_id = None if raw_id is None else str(raw_id)
+            member_of = memberships.get(crm_id, ()) if crm_id is not None else ()
+            if selected is not None and crm_id not in extra:
+                if member_of:
+                    if not any(key in selected for key, _ in member_of):
+                        continue
+                elif not include_ungrouped:
+                    continue
+            chunk.append(to_record(cols, row, crm_id, member_of))
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def raw_contact_batches(
+    engine: sa.Engine,
+    contacts_sql: str,
+    *,
+    fetch: int = FETCH_ROWS,
+    between_fetches: Callable[[], None] | None = None,
+) -> Iterator[tuple[list[str], Sequence[Sequence[Any]]]]:
+    """Stream the contacts query as (columns, rows) batches of raw row tuples, the columns
+    checked; ``between_fetches`` is called after each fetch (it may raise to stop)."""
+    what = _source(contacts_sql, "contacts query")
     with _connect(engine) as conn:
-        result = _run(conn, contacts_sql, min(chunk_size, FETCH_ROWS))
+        result = _run(conn, contacts_sql, fetch)
         cols = _columns(result, what)
         check_contact_columns(cols, what)
-        i_crm = cols.index("crm_id")
-        i_updated = cols.index("updated_at") if "updated_at" in cols else None
-        chunk: list[dict[str, Any]] = []
-        for partition in result.partitions():
+        for partition in result.partitions(fetch):
             if between_fetches is not None:
                 between_fetches()
-            for row in partition:
-                raw_id = row[i_crm]
-                crm_id = None if raw_id is None else str(raw_id)
-                member_of = memberships.get(crm_id, ()) if crm_id is not None else ()
-                if selected is not None and crm_id not in extra:
-                    if member_of:
-                        if not any(key in selected for key, _ in member_of):
-                            continue
-                    elif not include_ungrouped:
-                        continue
-                record = dict(zip(cols, row, strict=True))
-                record["crm_id"] = crm_id
-                if i_updated is not None:
-                    record["updated_at"] = _as_datetime(record["updated_at"])
-                record["group_keys"] = sorted({key for key, _ in member_of})
-                record["group_ids"] = sorted({gid for _, gid in member_of if gid is not None})
-                chunk.append(record)
-                if len(chunk) >= chunk_size:
-                    yield chunk
-                    chunk = []
-        if chunk:
-            yield chunk
+            yield cols, partition
+
+
+def to_record(
+    cols: Sequence[str], row: Sequence[Any], crm_id: str | None, member_of: Sequence[Membership]
+) -> dict[str, Any]:
+    """A raw contacts-query row as the row dict normalization takes: canonical columns,
+    ``crm_id`` as text, ``updated_at`` as a datetime, plus ``group_keys`` (sorted, all of the
+    contact's CRM groups) and ``group_ids`` (sorted unique ErzyCall ids of those groups)."""
+    record = dict(zip(cols, row, strict=True))
+    record["crm_id"] = crm_id
+    if "updated_at" in record:
+        record["updated_at"] = _as_datetime(record["updated_at"])
+    record["group_keys"] = sorted({key for key, _ in member_of})
+    record["group_ids"] = sorted({gid for _, gid in member_of if gid is not None})
+    return record

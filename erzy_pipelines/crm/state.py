@@ -129,6 +129,25 @@ contact_state = sa.Table(
     sa.Column("lease_run_id", sa.String(64), index=True),
     sa.Column("lease_until", sa.Double()),  # epoch seconds; DOUBLE, a 4-byte FLOAT loses minutes
     sa.Column("updated_at", UtcDateTime()),
+    # The fingerprint of the CRM records the payload of last_hash was made from (set only
+    # together with last_hash): equal to this run's, with nothing pending, the contact needs no
+    # work at all (see ``erzy_pipelines/incremental.py``).
+    sa.Column("source_fp", sa.BigInteger()),
+    **TABLE_OPTIONS,
+)
+
+crm_records = sa.Table(
+    "erzy_crm_records",
+    metadata,
+    sa.Column("account_id", sa.String(32), primary_key=True),
+    sa.Column("crm_id", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.BigInteger(), nullable=False),  # of what was read, and the rules
+    sa.Column("phone", sa.String(20)),  # E.164, when normalization accepted the record
+    # The normalized contact (``record_cache.encode_contact``), or NULL for a reject.
+    sa.Column("contact", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")),
+    sa.Column("reject_reason", sa.String(64)),
+    sa.Column("reject_detail", sa.Text()),
+    sa.Column("reject_phone", sa.String(255)),
     **TABLE_OPTIONS,
 )
 
@@ -188,6 +207,10 @@ sync_runs = sa.Table(
 )
 
 AUDIT_FIELDS = tuple(c.name for c in sync_audit.columns if c.name not in ("id", "account_id"))
+_AUDIT_FIELD_SET = frozenset(AUDIT_FIELDS)
+_AUDIT_LENGTHS = tuple(
+    (c.name, c.type.length) for c in sync_audit.columns if getattr(c.type, "length", None)
+)
 
 
 # --------------------------------------------------------------------------- engine helpers
@@ -305,6 +328,26 @@ def insert_ignore(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str,
     conn.execute(stmt, [dict(r) for r in rows])
 
 
+def upsert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows, replacing the non-key columns of rows whose primary key exists."""
+    if not rows:
+        return
+    keys = [c.name for c in table.primary_key.columns]
+    values = [name for name in rows[0] if name not in keys]
+    name = conn.dialect.name
+    if name in ("postgresql", "sqlite"):
+        stmt: Any = (pg_insert if name == "postgresql" else sqlite_insert)(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={v: stmt.excluded[v] for v in values}
+        )
+    elif name in ("mysql", "mariadb"):
+        stmt = mysql.insert(table)
+        stmt = stmt.on_duplicate_key_update({v: stmt.inserted[v] for v in values})
+    else:
+        raise ValueError(f"unsupported state database: {name}")
+    conn.execute(stmt, [dict(r) for r in rows])
+
+
 def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -348,6 +391,8 @@ def migrate(engine: Engine) -> None:
     for table in (sync_audit, sync_runs):
         if "account_id" not in {c["name"] for c in inspector.get_columns(table.name)}:
             _try_ddl(engine, f"ALTER TABLE {table.name} ADD COLUMN account_id VARCHAR(32)")
+    if "source_fp" not in {c["name"] for c in inspector.get_columns(contact_state.name)}:
+        _try_ddl(engine, f"ALTER TABLE {contact_state.name} ADD COLUMN source_fp BIGINT")
     if _BEFORE_ACCOUNTS not in tables:
         return
     try:
@@ -532,13 +577,85 @@ class StateStore:
         if not wanted:
             return set()
         c = contact_state.c
-        query = sa.select(c.last_payload, c.crm_ids).where(self._mine(c.last_payload.is_not(None)))
+        # A text match first (an id appears in the JSON as "id"), so only candidate rows are
+        # parsed: a group run over a large state reads a few rows, not every payload.
+        needles = [json.dumps(g, ensure_ascii=False) for g in sorted(wanted)]
+        mentions = sa.or_(*(c.last_payload.contains(n, autoescape=True) for n in needles))
+        query = sa.select(c.last_payload, c.crm_ids).where(
+            self._mine(c.last_payload.is_not(None), mentions)
+        )
         out: set[str] = set()
         with self._engine.connect() as conn:
             for payload, crm_ids in conn.execute(query):
                 if set(json.loads(payload).get("groupIds") or ()) & wanted:
                     out.update(json.loads(crm_ids or "[]"))
         return out
+
+    def settled_fingerprints(self, phones: Iterable[str] | None = None) -> dict[str, int]:
+        """phone → the CRM fingerprint ErzyCall's copy was made from, for contacts with no
+        work outstanding (nothing pending, deferred or failed); ``None`` reads all of them."""
+        c = contact_state.c
+        query = sa.select(c.phone, c.source_fp).where(
+            self._mine(
+                c.source_fp.is_not(None),
+                c.remote_id.is_not(None),
+                c.pending_hash.is_(None),
+                c.deferred == 0,
+                c.failure_count == 0,
+            )
+        )
+        with self._engine.connect() as conn:
+            if phones is None:
+                return {phone: fp for phone, fp in conn.execute(query)}
+            out: dict[str, int] = {}
+            for chunk in _chunks(sorted(set(phones))):
+                out.update((p, fp) for p, fp in conn.execute(query.where(c.phone.in_(chunk))))
+            return out
+
+    def mark_settled(self, settled: Iterable[tuple[str, str, int]]) -> None:
+        """(phone, payload hash, fingerprint): the plan found ErzyCall already holds this
+        payload, made from CRM records with this fingerprint. Recorded only where the state
+        still says so (``last_hash`` equal), so a concurrent write is never papered over."""
+        c = contact_state.c
+        stmt = (
+            contact_state.update()
+            .where(
+                c.account_id == sa.bindparam("a"),
+                c.phone == sa.bindparam("p"),
+                c.last_hash == sa.bindparam("h"),
+                c.pending_hash.is_(None),
+            )
+            .values(source_fp=sa.bindparam("f"))
+        )
+        rows = [{"a": self.account, "p": p, "h": h, "f": f} for p, h, f in settled]
+        for chunk in _chunks(rows, 5000):
+            self._write(lambda conn, chunk=chunk: conn.execute(stmt, list(chunk)))
+
+    def insert_baseline(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Add state rows found by ``erzy-pipelines baseline`` for phones the state has no row
+        for (an existing row is never overwritten); returns how many were added."""
+        now = _utcnow()
+        full = [
+            {
+                "account_id": self.account,
+                "phone": r["phone"],
+                "remote_id": r["remote_id"],
+                "last_payload": _dumps(r["last_payload"]),
+                "last_hash": r["last_hash"],
+                "crm_ids": _dumps(list(r["crm_ids"])),
+                "source_fp": r["source_fp"],
+                "created_by_sync": False,
+                "last_outcome": "baseline",
+                "failure_count": 0,
+                "intent_seq": 0,
+                "deferred": 0,
+                "updated_at": now,
+            }
+            for r in rows
+        ]
+        for chunk in _chunks(full, 2000):
+            self._write(lambda conn, chunk=chunk: insert_ignore(conn, contact_state, chunk))
+        return len(full)
 
     # ----------------------------------------------------------------- leases
 
@@ -636,13 +753,15 @@ class StateStore:
         crm_ids: Iterable[str],
         created: bool,
         outcome: str,
+        source_fp: int | None = None,
     ) -> None:
         """ErzyCall now holds ``payload`` for this phone: remember it, clear any pending work
-        (fenced)."""
+        (fenced). ``source_fp``: the fingerprint of the CRM records ``payload`` came from."""
         values: dict[str, Any] = {
             "remote_id": remote_id,
             "last_payload": _dumps(dict(payload)),
             "last_hash": payload_hash,
+            "source_fp": source_fp,
             "crm_ids": _dumps(sorted(set(crm_ids))),
             "last_outcome": outcome,
             "last_error_code": None,
@@ -765,9 +884,8 @@ class StateStore:
         now = _utcnow()
         prepared = []
         for row in rows:
-            unknown = set(row) - set(AUDIT_FIELDS)
-            if unknown:
-                raise ValueError(f"unknown audit fields: {sorted(unknown)}")
+            if not _AUDIT_FIELD_SET.issuperset(row):
+                raise ValueError(f"unknown audit fields: {sorted(set(row) - _AUDIT_FIELD_SET)}")
             values: dict[str, Any] = dict.fromkeys(AUDIT_FIELDS)
             values.update(row)
             crm_ids = values["crm_ids"]
@@ -776,10 +894,10 @@ class StateStore:
             values["error_message"] = _truncate(values["error_message"])
             values["created_at"] = values["created_at"] or now
             values["account_id"] = self.account
-            for col in sync_audit.columns:  # a too-long raw value must not lose the row
-                length = getattr(col.type, "length", None)
-                if length and isinstance(values.get(col.name), str):
-                    values[col.name] = values[col.name][:length]
+            for name, length in _AUDIT_LENGTHS:  # a too-long raw value must not lose the row
+                value = values[name]
+                if isinstance(value, str) and len(value) > length:
+                    values[name] = value[:length]
             prepared.append(values)
 
         def txn(conn: Connection) -> None:
@@ -787,6 +905,18 @@ class StateStore:
                 conn.execute(sync_audit.insert(), list(chunk))
 
         self._write(txn)
+
+    def audit_outcomes(self, run_id: str) -> list[tuple[str, str, str]]:
+        """(action, phone, outcome) of a run's audit rows, newest first: what its counts are
+        made of, without reading whole rows."""
+        a = sync_audit.c
+        query = (
+            sa.select(a.action, a.phone, a.outcome)
+            .where(a.run_id == run_id)
+            .order_by(a.id.desc())
+        )
+        with self._engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(query)]
 
     def audit_rows(self, run_id: str | None = None, limit: int | None = None) -> list[dict]:
         """Audit rows, newest first, optionally for one run."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from erzy_pipelines import cli, pipeline
+from erzy_pipelines import cli, incremental, pipeline
 from erzy_pipelines.core.normalize import Contact
 from erzy_pipelines.crm.seed import seed_demo_crm
 from erzy_pipelines.settings import SQL_DIR
@@ -79,7 +79,7 @@ def test_blocking_check_stops_the_upsert_when_dedupe_is_broken(harness, monkeypa
     def broken_dedupe(contacts):
         return list(contacts) * 2, [], []
 
-    monkeypatch.setattr(pipeline, "dedupe", broken_dedupe)
+    monkeypatch.setattr(incremental, "dedupe", broken_dedupe)
     code, summaries = harness.sync()
     assert code == 1
     assert harness.requests_since_sync() == [], "a request was sent past the blocking check"

@@ -19,6 +19,7 @@ from erzy_pipelines.crm.extract import (
     QueryShapeError,
     create_crm_engine,
     discover_group_keys,
+    distinct_group_keys_sql,
     iter_contact_chunks,
     load_memberships,
     read_sql_file,
@@ -136,6 +137,10 @@ def test_memberships_and_group_keys(crm: sa.Engine) -> None:
     assert all(isinstance(k, str) for k in memberships)
     assert discover_group_keys(crm, MEMBERSHIPS) == sorted(
         key for key, _, _, _ in seed_mod.CRM_GROUPS)
+    # The database answers the distinct keys itself (no full read), on every backend.
+    with crm.connect() as conn:
+        found = conn.exec_driver_sql(distinct_group_keys_sql(MEMBERSHIPS)).scalars().all()
+    assert sorted(found) == discover_group_keys(crm, MEMBERSHIPS)
 
 
 def test_missing_columns_fail_at_once_naming_column_and_file(sqlite_url: str,

@@ -38,7 +38,7 @@ def expected_phones(dev: DevServer, groups: set[str] | None) -> set[str]:
     engine = create_crm_engine(f"sqlite:///{dev.data / 'demo_crm.sqlite'}")
     memberships = load_memberships(engine, (SQL_DIR / "memberships.sql").read_text())
     contacts_sql = (SQL_DIR / "contacts.sql").read_text()
-    extracted = extract(
+    rows = extract(
         memberships=memberships,
         contact_chunks=lambda check: iter_contact_chunks(
             engine, contacts_sql, None, memberships=memberships, between_fetches=check
@@ -49,7 +49,7 @@ def expected_phones(dev: DevServer, groups: set[str] | None) -> set[str]:
         region="US",
         stop=StopSignal(),
     )
-    return {c.phone for c in prepare(extracted.rows, "US", StopSignal()).contacts}
+    return {c.phone for c in prepare(rows, "US", StopSignal()).contacts}
 
 
 def wait_for(what: str, condition, timeout: float = 240.0) -> None:

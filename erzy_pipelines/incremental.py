@@ -1,0 +1,482 @@
+"""Local work in proportion to what changed in the CRM since the last run.
+
+Every run still reads the whole contacts query (it is the user's SQL: only reading it shows what
+changed or vanished), but it does little with an unchanged record:
+
+1. **Fingerprint** each record: a 64-bit hash of its raw columns, its memberships, the query's
+   columns, the default region and ``RULES_VERSION`` (so a change of the normalization rules or
+   settings changes every fingerprint).
+2. **Normalize only what changed.** A record whose fingerprint matches the one stored in
+   ``erzy_crm_records`` takes its phone, contact or reject from there; the others are
+   normalized (on several processes when there are many) and stored.
+3. **Cluster fingerprints.** A phone's contact is made from the records with that phone; its
+   fingerprint is the sum of theirs. ``erzy_contacts.source_fp`` holds the fingerprint the
+   payload ErzyCall holds was made from: equal, with nothing pending, deferred or failed, the
+   contact is *settled* and neither deduped nor planned (counted as unchanged). A changed, new
+   or vanished record changes its phone's fingerprint, so only those clusters are redone.
+4. Phones with several records are always deduped again (from stored contacts), so every run
+   still audits its merges, exactly as a from-scratch run would.
+
+``erzy_pipelines_tests/test_incremental.py`` checks, on randomized CRMs and edits, that this
+plans exactly what a from-scratch run plans.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import multiprocessing
+import os
+import pickle
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from erzy_pipelines.core.dedupe import Merge, dedupe
+from erzy_pipelines.core.group_figures import UNGROUPED_KEY
+from erzy_pipelines.core.normalize import Contact, Reject, normalize_row
+from erzy_pipelines.crm.extract import Membership, to_record
+from erzy_pipelines.crm.record_cache import Known, RecordCache
+from erzy_pipelines.partitions import SyncScope
+from erzy_pipelines.runtime.stop import StopSignal
+
+RULES_VERSION = 1
+"""Bump when a normalization rule changes: every stored record is then normalized again."""
+
+PARALLEL_MIN_ROWS = 20_000
+"""Fewer changed records than this are normalized in the run's own process (starting workers
+costs more than it saves)."""
+PARALLEL_CHUNK_ROWS = 5_000
+CACHE_WRITE_ROWS = 20_000
+PREVIEW_ROWS = 10
+PREVIEW_SCAN_ROWS = 5_000
+"""Previews (up to ``PREVIEW_ROWS`` per group) are taken from the first rows read."""
+FP_MOD = 1 << 63
+"""Fingerprints are below 2**63, and so are sums of them taken modulo 2**63: every one fits a
+signed 64-bit column as it is."""
+
+
+def fingerprinter(columns: Sequence[str], region: str) -> Callable[[Sequence[Any], Any], int]:
+    """``fingerprint(raw_row, memberships)``: a 63-bit hash of what normalization reads for one
+    record, seeded with the query's columns, the region and the rules' version."""
+    base = hashlib.blake2b(digest_size=8)
+    base.update(pickle.dumps((RULES_VERSION, region, tuple(columns)), protocol=5))
+
+    def fingerprint(row: Sequence[Any], member_of: Any) -> int:
+        h = base.copy()
+        h.update(pickle.dumps((tuple(row), tuple(member_of)), protocol=5))
+        return int.from_bytes(h.digest(), "big") >> 1
+
+    return fingerprint
+
+
+@dataclass(slots=True)
+class Record:
+    """One CRM record as a run holds it: small, so a million of them fit."""
+
+    crm_id: str | None
+    group_keys: tuple[str, ...]
+    fingerprint: int
+    phone: str | None = None  # E.164 when accepted; None when rejected (or not yet known)
+
+
+@dataclass
+class Extracted:
+    """The CRM records one run covers (its groups' records and those sharing their phones)."""
+
+    records: list[Record]
+    columns: list[str]
+    preview: list[dict[str, Any]] = field(default_factory=list)  # a few rows per group
+    stranded: int = 0  # records included because they were last sent with a selected group
+    same_phone: int = 0  # records of other groups sharing a phone with a selected record
+    managed_groups: frozenset[str] = frozenset()  # every ErzyCall group id the mapping uses
+    normalized: int = 0  # records normalized this run (the others were unchanged)
+    vanished: int = 0  # records gone from the CRM since the last run
+
+
+@dataclass
+class Prepared:
+    """What normalization and dedupe made of the run's records."""
+
+    rejects: list[Reject]
+    contacts: list[Contact]  # contacts to plan: one per phone whose records or state moved
+    merges: list[Merge]
+    dedupe_rejects: list[Reject] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)  # phones needing no work (any order)
+    # phone → the fingerprint of its records, for the contacts to plan (stored with each
+    # confirmed write, which makes the contact settled for the next run)
+    fingerprints: dict[str, int] = field(default_factory=dict)
+    accepted: int = 0  # records normalization accepted
+
+    @property
+    def all_rejects(self) -> list[Reject]:
+        return self.rejects + self.dedupe_rejects
+
+    @property
+    def contact_count(self) -> int:
+        return len(self.contacts) + len(self.settled)
+
+    def parts(self) -> dict[str, Any]:
+        """The lists by name, as ``core.group_figures.group_figures`` takes them."""
+        return {
+            "rejects": self.rejects,
+            "contacts": [c.phone for c in self.contacts] + self.settled,
+            "merges": self.merges,
+            "dedupe_rejects": self.dedupe_rejects,
+        }
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a million small objects are built, and none of them
+    scanned by later collections (``gc.freeze``): each full collection would walk them all,
+    and they hold no cycles (reference counting still frees them)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
+
+
+class StaleRecordCache(RuntimeError):
+    """Another run rewrote a stored record while this one read it; the step is retried."""
+
+
+class _Scope:
+    def __init__(self, scope: SyncScope, extra: set[str]) -> None:
+        self.groups, self.ungrouped, self.extra = scope.groups, scope.include_ungrouped, extra
+
+    def __call__(self, crm_id: str | None, keys: tuple[str, ...]) -> bool:
+        if self.groups is None or crm_id in self.extra:
+            return True
+        return bool(self.groups.intersection(keys)) if keys else self.ungrouped
+
+
+@dataclass
+class _Scan:
+    records: list[Record]
+    changed: int  # records whose fingerprint was not the stored one
+    vanished: list[str]
+    columns: list[str]
+    preview: list[dict[str, Any]]
+    kept_rejects: dict[int, Reject]  # id(record) → its stored reject, for unchanged rejects
+
+
+def scan(
+    batches: Iterable[tuple[list[str], Sequence[Sequence[Any]]]],
+    memberships: Mapping[str, Sequence[Membership]],
+    known: dict[str, Known],
+    stored_rejects: Mapping[str, Reject],
+    region: str,
+    in_scope: Callable[[str | None, tuple[str, ...]], bool],
+    on_changed: Callable[[Record, dict[str, Any]], None],
+) -> _Scan:
+    """Fingerprint every record; hand the raw row of each whose fingerprint is not the stored
+    one to ``on_changed``. ``known`` is consumed: what is left in it afterwards has vanished."""
+    records: list[Record] = []
+    changed = 0
+    kept_rejects: dict[int, Reject] = {}
+    preview: dict[str, list[dict[str, Any]]] = {}
+    keys_of: dict[Any, tuple[str, ...]] = {}  # memberships → sorted group keys (few distinct)
+    columns: list[str] = []
+    fingerprint: Callable[[Sequence[Any], Any], int] | None = None
+    whole = getattr(in_scope, "groups", ...) is None  # every record is in scope
+    i_crm = 0
+    for cols, rows in batches:
+        if fingerprint is None:
+            columns, i_crm = cols, cols.index("crm_id")
+            fingerprint = fingerprinter(cols, region)
+        for row in rows:
+            raw_id = row[i_crm]
+            crm_id = None if raw_id is None else (raw_id if type(raw_id) is str else str(raw_id))
+            member_of = memberships.get(crm_id, ()) if crm_id is not None else ()
+            keys = keys_of.get(member_of)
+            if keys is None:
+                keys = keys_of[member_of] = tuple(sorted({key for key, _ in member_of}))
+            record = Record(crm_id, keys, fingerprint(row, member_of))
+            records.append(record)
+            before = known.pop(crm_id, None) if crm_id is not None else None
+            is_new = (
+                before is None
+                or before[0] != record.fingerprint
+                or (before[1] is None and crm_id not in stored_rejects)
+            )
+            if not is_new:
+                record.phone = before[1]  # type: ignore[index]
+                if record.phone is None:
+                    kept_rejects[id(record)] = stored_rejects[crm_id]  # type: ignore[index]
+            wanted = None
+            if len(records) <= PREVIEW_SCAN_ROWS and (whole or in_scope(crm_id, keys)):
+                slot_key = keys[0] if keys else UNGROUPED_KEY
+                slot = preview.get(slot_key)
+                if slot is None:
+                    slot = preview[slot_key] = []
+                if len(slot) < PREVIEW_ROWS:
+                    wanted = slot
+            if is_new or wanted is not None:
+                row_dict = to_record(cols, row, crm_id, member_of)
+                if is_new:
+                    changed += 1
+                    on_changed(record, row_dict)
+                if wanted is not None:
+                    wanted.append(row_dict)
+    vanished = list(known)
+    rows_preview = [row for slot in preview.values() for row in slot]
+    return _Scan(records, changed, vanished, columns, rows_preview, kept_rejects)
+
+
+def _normalize_all(rows: list[dict[str, Any]], region: str) -> list[Contact | Reject]:
+    """Normalize a chunk. Equal tuples (groups, tags, warnings...) are made one object, so the
+    chunk travels and is held once per distinct value: a third less memory per contact."""
+    shared: dict[Any, Any] = {}
+    out: list[Contact | Reject] = []
+    for row in rows:
+        result = normalize_row(row, region)
+        if isinstance(result, Contact):
+            result = Contact(
+                phone=result.phone,
+                title=result.title,
+                email=result.email,
+                notes=result.notes,
+                tags=shared.setdefault(result.tags, result.tags),
+                group_ids=shared.setdefault(result.group_ids, result.group_ids),
+                group_keys=shared.setdefault(result.group_keys, result.group_keys),
+                custom_fields=shared.setdefault(result.custom_fields, result.custom_fields),
+                crm_ids=result.crm_ids,
+                updated_at=result.updated_at,
+                warnings=shared.setdefault(result.warnings, result.warnings),
+            )
+        out.append(result)
+    return out
+
+
+Result = Contact | Reject
+
+
+class StreamingNormalizer:
+    """Normalizes rows as a scan finds them, results handed back in the order rows came.
+
+    Rows are buffered until there are ``PARALLEL_MIN_ROWS`` of them; from then on they go in
+    chunks to worker processes (``spawn``: the run's process has threads), with at most two
+    chunks per worker in flight, so only those chunks' raw rows are held at any moment. Fewer
+    rows are normalized here at :meth:`finish`. The result is the same either way.
+    """
+
+    def __init__(
+        self,
+        region: str,
+        stop: StopSignal,
+        on_results: Callable[[list[tuple[Any, Result]]], None],
+        workers: int | None = None,
+    ) -> None:
+        self.region, self.stop, self.on_results = region, stop, on_results
+        self.workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+        self.pending: list[tuple[Any, dict[str, Any]]] = []
+        self.inflight: deque[tuple[list[Any], Future[list[Result]]]] = deque()
+        self.pool: ProcessPoolExecutor | None = None
+        self.count = 0
+
+    def __enter__(self) -> StreamingNormalizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=exc[0] is None, cancel_futures=True)
+
+    def add(self, tag: Any, row: dict[str, Any]) -> None:
+        self.pending.append((tag, row))
+        self.count += 1
+        if self.pool is None:
+            if self.workers > 1 and len(self.pending) >= PARALLEL_MIN_ROWS:
+                self.pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                )
+                self._submit()
+        elif len(self.pending) >= PARALLEL_CHUNK_ROWS:
+            self._submit()
+
+    def _submit(self) -> None:
+        assert self.pool is not None
+        for i in range(0, len(self.pending), PARALLEL_CHUNK_ROWS):
+            chunk = self.pending[i : i + PARALLEL_CHUNK_ROWS]
+            rows = [row for _, row in chunk]
+            future = self.pool.submit(_normalize_all, rows, self.region)
+            self.inflight.append(([tag for tag, _ in chunk], future))
+            while len(self.inflight) > 2 * self.workers:
+                self._collect_oldest()
+        self.pending = []
+
+    def _collect_oldest(self) -> None:
+        tags, future = self.inflight.popleft()
+        self.stop.check()
+        self.on_results(list(zip(tags, future.result(), strict=True)))
+
+    def finish(self) -> None:
+        """Normalize what is left and hand every result back."""
+        if self.pool is None:
+            for i in range(0, len(self.pending), PARALLEL_CHUNK_ROWS):
+                self.stop.check()
+                chunk = self.pending[i : i + PARALLEL_CHUNK_ROWS]
+                results = _normalize_all([row for _, row in chunk], self.region)
+                self.on_results([(tag, r) for (tag, _), r in zip(chunk, results, strict=True)])
+            self.pending = []
+            return
+        self._submit()
+        while self.inflight:
+            self._collect_oldest()
+
+
+def normalize_many(
+    rows: list[dict[str, Any]], region: str, stop: StopSignal, workers: int | None = None
+) -> list[Result]:
+    """Every row's contact or reject, in input order (on several processes when many)."""
+    out: list[Result] = []
+    with StreamingNormalizer(
+        region, stop, lambda done: out.extend(r for _, r in done), workers
+    ) as normalizer:
+        for i, row in enumerate(rows):
+            normalizer.add(i, row)
+        normalizer.finish()
+    return out
+
+
+def _clusters(records: Iterable[Record]) -> tuple[dict[str, int], set[str]]:
+    """phone → the sum of its records' fingerprints modulo 2**63 (order does not matter), and
+    the phones with several records."""
+    sums: dict[str, int] = {}
+    several: set[str] = set()
+    for record in records:
+        phone = record.phone
+        if phone is not None:
+            before = sums.get(phone)
+            if before is None:
+                sums[phone] = record.fingerprint
+            else:
+                sums[phone] = before + record.fingerprint
+                several.add(phone)
+    return {phone: fp if fp < FP_MOD else fp % FP_MOD for phone, fp in sums.items()}, several
+
+
+def _contacts_of(
+    members: list[Record], fresh: Mapping[int, Result], cache: RecordCache
+) -> list[Contact]:
+    """The normalized contacts of these records: this run's, or those stored for them."""
+    stored = cache.contacts(
+        r.crm_id for r in members if id(r) not in fresh and r.crm_id is not None
+    )
+    contacts: list[Contact] = []
+    for r in members:
+        result = fresh.get(id(r))
+        if isinstance(result, Contact):
+            contacts.append(result)
+            continue
+        fp, contact = stored.get(r.crm_id or "", (None, None))
+        if contact is None or fp != r.fingerprint:
+            # Replaced by a run that read the CRM at another moment (or unreadable): forget it,
+            # so the step's retry normalizes it again.
+            cache.save({}, [r.crm_id] if r.crm_id is not None else [])
+            raise StaleRecordCache(f"the stored form of CRM record {r.crm_id} changed meanwhile")
+        contacts.append(contact)
+    return contacts
+
+
+def prepare_incremental(
+    *,
+    batches: Iterable[tuple[list[str], Sequence[Sequence[Any]]]],
+    memberships: Mapping[str, Sequence[Membership]],
+    scope: SyncScope,
+    extra: set[str],
+    cache: RecordCache,
+    settled_lookup: Callable[[Iterable[str] | None], dict[str, int]],
+    region: str,
+    stop: StopSignal,
+    replan_all: bool = False,
+    workers: int | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[Extracted, Prepared]:
+    """The run's records, normalized where they changed, and the contacts that need planning.
+    ``replan_all`` (a full resync) plans every contact of the scope, settled or not."""
+    known, stored_rejects = cache.load()
+    in_scope = _Scope(scope, extra)
+    fresh: dict[int, Result] = {}
+    to_store: dict[str, tuple[int, Result]] = {}
+
+    def normalized(done: list[tuple[Any, Result]]) -> None:
+        for record, result in done:
+            record.phone = result.phone if isinstance(result, Contact) else None
+            fresh[id(record)] = result
+            if record.crm_id is not None:
+                to_store[record.crm_id] = (record.fingerprint, result)
+        if len(to_store) >= CACHE_WRITE_ROWS:
+            cache.save(to_store)
+            to_store.clear()
+
+    with StreamingNormalizer(region, stop, normalized, workers) as normalizer:
+        found = scan(
+            batches, memberships, known, stored_rejects, region, in_scope, normalizer.add
+        )
+        normalizer.finish()
+    cache.save(to_store, found.vanished)
+    to_store.clear()
+    stop.check()
+    log(
+        f"{len(found.records)} CRM records: {found.changed} new or changed (normalized), "
+        f"{len(found.records) - found.changed} unchanged, {len(found.vanished)} gone"
+    )
+
+    whole = scope.groups is None
+    selected = found.records if whole else [
+        r for r in found.records if in_scope(r.crm_id, r.group_keys)
+    ]
+    cluster_fp, several = _clusters(found.records)
+    phones = set(cluster_fp) if whole else {r.phone for r in selected if r.phone is not None}
+    if whole:
+        run_records = found.records
+    else:
+        chosen = {id(r) for r in selected}
+        run_records = [r for r in found.records if id(r) in chosen or r.phone in phones]
+    settled_fp = {} if replan_all else settled_lookup(None if whole else phones)
+    fingerprints = {  # of the phones whose contact is not settled
+        phone: cluster_fp[phone] for phone in phones if settled_fp.get(phone) != cluster_fp[phone]
+    }
+    dirty = fingerprints.keys()
+    redo = set(dirty) | (several & phones)
+    normalized = _contacts_of([r for r in run_records if r.phone in redo], fresh, cache)
+    contacts, merges, dedupe_rejects = dedupe(normalized)
+    rejected_phones = {r.phone for r in dedupe_rejects}
+
+    rejects: list[Reject] = []
+    for r in run_records:
+        if r.phone is None:
+            result = fresh.get(id(r))
+            rejects.append(result if isinstance(result, Reject) else found.kept_rejects[id(r)])
+    extracted = Extracted(
+        records=run_records,
+        columns=found.columns or ["crm_id", "title", "phone", "group_keys", "group_ids"],
+        preview=found.preview,
+        stranded=0 if whole else sum(1 for r in selected if r.crm_id in extra),
+        same_phone=len(run_records) - len(selected),
+        managed_groups=frozenset(
+            gid for groups in memberships.values() for _, gid in groups if gid
+        ),
+        normalized=found.changed,
+        vanished=len(found.vanished),
+    )
+    prepared = Prepared(
+        rejects=rejects,
+        contacts=[c for c in contacts if c.phone in dirty],
+        merges=merges,
+        dedupe_rejects=dedupe_rejects,
+        settled=list(phones - dirty - rejected_phones),
+        fingerprints=fingerprints,
+        accepted=sum(1 for r in run_records if r.phone is not None),
+    )
+    return extracted, prepared
+
+
