@@ -357,3 +357,59 @@ def test_a_state_database_from_before_accounts_is_migrated(any_db_url: str) -> N
                 columns = {c["name"] for c in sa.inspect(store.engine).get_columns(table)}
                 assert "account_id" in columns, table
             store.start_run("r1", "all", dry_run=False)
+
+
+def test_a_state_database_from_before_fingerprints_gets_source_fp(any_db_url: str) -> None:
+    """A state database written by the previous release (``erzy_contacts`` without
+    ``source_fp``, no ``erzy_crm_records``): the upgrade adds both, keeps every row, and its
+    contacts are simply not settled until a run has confirmed them once."""
+    from erzy_pipelines.crm.state import TABLE_OPTIONS, contact_state
+
+    engine = sa.create_engine(any_db_url)
+    meta = sa.MetaData()
+    columns = [c._copy() for c in contact_state.columns if c.name != "source_fp"]
+    old = sa.Table(contact_state.name, meta, *columns, **TABLE_OPTIONS)
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(old.insert(), [{
+            "account_id": "default", "phone": PHONE, "remote_id": "contact_7",
+            "last_payload": '{"title": "Ann"}', "last_hash": "h7", "crm_ids": '["c7"]',
+            "created_by_sync": True, "failure_count": 0, "intent_seq": 2, "deferred": 0,
+        }])
+    engine.dispose()
+    for _ in range(2):  # a second start finds nothing left to do
+        with StateStore(any_db_url) as store:
+            tables = set(sa.inspect(store.engine).get_table_names())
+            assert "erzy_crm_records" in tables
+            assert store.load_states()[PHONE].remote_id == "contact_7"
+            assert store.settled_fingerprints() == {}  # not settled: no fingerprint yet
+    with StateStore(any_db_url) as store:
+        store.mark_settled([(PHONE, "h7", 12345)])
+        assert store.settled_fingerprints() == {PHONE: 12345}
+        store.mark_settled([(PHONE, "another hash", 999)])  # a stale plan changes nothing
+        assert store.settled_fingerprints([PHONE]) == {PHONE: 12345}
+
+
+def test_the_record_cache_round_trips_on_every_backend(any_db_url: str) -> None:
+    from erzy_pipelines.core.normalize import Contact, Reject
+    from erzy_pipelines.crm.record_cache import RecordCache
+
+    ann = Contact(
+        phone=PHONE, title="Ann ✓", email=None, notes="line\nbreak", tags=("a", "b"),
+        group_ids=("grp_vip",), group_keys=("vip",), custom_fields=(("company", "Acme"),),
+        crm_ids=("c1",), updated_at="2026-01-01T00:00:00+00:00", warnings=("title_truncated",),
+    )
+    bad = Reject("c2", "invalid_phone", "not a valid number for US", "555")
+    with StateStore(any_db_url) as store:
+        cache = RecordCache(store.with_account("acct"))
+        cache.save({"c1": (2**62 + 5, ann), "c2": (7, bad)})
+        known, rejects = cache.load()
+        assert known == {"c1": (2**62 + 5, PHONE), "c2": (7, None)}
+        assert rejects == {"c2": bad}
+        assert cache.contacts(["c1", "c2"]) == {"c1": (2**62 + 5, ann)}
+        assert RecordCache(store.with_account("other")).load() == ({}, {})  # per account
+
+        moved = Contact(**{**{f: getattr(ann, f) for f in ann.__slots__}, "title": "Ann B"})
+        cache.save({"c1": (8, moved)}, vanished=["c2"])  # replaced in place, c2 forgotten
+        assert cache.load() == ({"c1": (8, PHONE)}, {})
+        assert cache.contacts(["c1"]) == {"c1": (8, moved)}
