@@ -388,7 +388,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         store = store.with_account(account.account_id)
         engine = res.crm.engine()
         memberships = res.crm.memberships(engine)
-        _, prepared = prepare_incremental(
+        extracted, prepared = prepare_incremental(
             batches=res.crm.raw_batches(engine, between_fetches=stop.check),
             memberships=memberships,
             scope=SyncScope(None, True),
@@ -400,13 +400,16 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             replan_all=True,
             log=print,
         )
-        managed = frozenset(gid for groups in memberships.values() for _, gid in groups if gid)
         with contextlib.closing(res.erzycall.make_client(res.state.url)) as client:
             remote = list(client.list_contacts(limit=100))
             requests = client.requests_sent + account.probes
         known = set(store.load_states([c.phone for c in prepared.contacts]))
         rows, counts = baseline_rows(
-            prepared.contacts, prepared.fingerprints, remote, res.policy.owner(managed), known
+            prepared.contacts,
+            prepared.fingerprints,
+            remote,
+            res.policy.owner(extracted.managed_groups),
+            known,
         )
         store.insert_baseline(rows)
     print(

@@ -119,6 +119,16 @@ class Prepared:
     def contact_count(self) -> int:
         return len(self.contacts) + len(self.settled)
 
+    def sync_inputs(self) -> dict[str, Any]:
+        """What ``sync_run.run_sync`` takes from the run's records, by keyword."""
+        return {
+            "contacts": self.contacts,
+            "rejects": self.all_rejects,
+            "merges": self.merges,
+            "settled": self.settled,
+            "fingerprints": self.fingerprints,
+        }
+
     def parts(self) -> dict[str, Any]:
         """The lists by name, as ``core.group_figures.group_figures`` takes them."""
         return {
@@ -186,7 +196,6 @@ def scan(
     keys_of: dict[Any, tuple[str, ...]] = {}  # memberships → sorted group keys (few distinct)
     columns: list[str] = []
     fingerprint: Callable[[Sequence[Any], Any], int] | None = None
-    whole = getattr(in_scope, "groups", ...) is None  # every record is in scope
     i_crm = 0
     for cols, rows in batches:
         if fingerprint is None:
@@ -212,7 +221,7 @@ def scan(
                 if record.phone is None:
                     kept_rejects[id(record)] = stored_rejects[crm_id]  # type: ignore[index]
             wanted = None
-            if len(records) <= PREVIEW_SCAN_ROWS and (whole or in_scope(crm_id, keys)):
+            if len(records) <= PREVIEW_SCAN_ROWS and in_scope(crm_id, keys):
                 slot_key = keys[0] if keys else UNGROUPED_KEY
                 slot = preview.get(slot_key)
                 if slot is None:

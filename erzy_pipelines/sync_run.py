@@ -105,10 +105,10 @@ def _pre_send_rows(
 _RECORD_ACTIONS = ("reject", "merge")  # audit rows about a CRM record, not a contact
 
 
-def _run_counts(store: Any, run_id: str, unchanged: Sequence[Any]) -> Counter[str]:
+def _run_counts(store: Any, run_id: str, unchanged: Sequence[str]) -> Counter[str]:
     """Outcome counts of a run from its audit rows: rejects and merges one each, every contact
     once by its latest outcome (a retried step may have tried it in an earlier attempt), plus
-    the unchanged contacts (Contacts, or phones) no attempt of the run listed."""
+    the unchanged contacts (by phone) no attempt of the run listed."""
     outcomes: Counter[str] = Counter()
     latest: dict[str, str] = {}
     for action, phone, outcome in store.audit_outcomes(run_id):  # newest first
@@ -117,9 +117,7 @@ def _run_counts(store: Any, run_id: str, unchanged: Sequence[Any]) -> Counter[st
         else:
             latest.setdefault(phone, outcome)
     outcomes.update(latest.values())
-    outcomes["unchanged"] += sum(
-        1 for c in unchanged if (c if isinstance(c, str) else c.phone) not in latest
-    )
+    outcomes["unchanged"] += sum(1 for phone in unchanged if phone not in latest)
     return outcomes
 
 
@@ -284,7 +282,7 @@ def run_sync(
             sent.requests += report.requests
             report = sent
         sending.close()
-        outcomes = _run_counts(store, run_id, [*plan.unchanged, *settled])
+        outcomes = _run_counts(store, run_id, [c.phone for c in plan.unchanged] + list(settled))
         counts = {name: sum(outcomes[o] for o in feeds) for name, feeds in RUN_COUNTERS.items()}
         counts["requests"] = report.requests
         store.finish_run(run_id, counts, _status(report, counts))

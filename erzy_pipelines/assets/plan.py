@@ -47,11 +47,7 @@ def plan_contacts(
             context, crm=crm, store=store, scope=scope, region=policy.default_region, stop=stop
         )
         summary = run_sync(
-            contacts=prepared.contacts,
-            rejects=prepared.all_rejects,
-            merges=prepared.merges,
-            settled=prepared.settled,
-            fingerprints=prepared.fingerprints,
+            **prepared.sync_inputs(),
             store=store,
             client_factory=lambda sleep: None,  # never called on a dry run
             run_id=context.run_id,

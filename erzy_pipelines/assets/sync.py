@@ -225,11 +225,7 @@ def sync_contacts(
                 )
 
         summary = run_sync(
-            contacts=prepared.contacts,
-            rejects=prepared.all_rejects,
-            merges=prepared.merges,
-            settled=prepared.settled,
-            fingerprints=prepared.fingerprints,
+            **prepared.sync_inputs(),
             store=store,
             client_factory=lambda sleep: erzycall.make_client(state.url, sleep=sleep),
             run_id=context.run_id,

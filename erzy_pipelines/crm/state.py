@@ -307,24 +307,35 @@ def run_write(
     raise AssertionError("unreachable")
 
 
+_INSERTS: dict[str, Callable[[sa.Table], Any]] = {
+    "postgresql": pg_insert,
+    "sqlite": sqlite_insert,
+    "mysql": mysql.insert,
+    "mariadb": mysql.insert,
+}
+
+
+def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which knows its own conflict clause."""
+    insert = _INSERTS.get(conn.dialect.name)
+    if insert is None:
+        raise ValueError(
+            f"ERZY_STATE_DATABASE_URL: the state database must be SQLite, PostgreSQL or "
+            f"MariaDB/MySQL, not {conn.dialect.name}"
+        )
+    return insert(table)
+
+
 def insert_ignore(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert rows whose primary key is absent; existing rows are left untouched (race safe)."""
     if not rows:
         return
-    name = conn.dialect.name
-    if name == "postgresql":
-        stmt: Any = pg_insert(table).on_conflict_do_nothing()
-    elif name == "sqlite":
-        stmt = sqlite_insert(table).on_conflict_do_nothing()
-    elif name in ("mysql", "mariadb"):
-        stmt = mysql.insert(table)
+    stmt = _dialect_insert(conn, table)
+    if conn.dialect.name in ("mysql", "mariadb"):
         pk = table.primary_key.columns[0].name
         stmt = stmt.on_duplicate_key_update({pk: stmt.inserted[pk]})  # no-op on duplicates
     else:
-        raise ValueError(
-            f"ERZY_STATE_DATABASE_URL: the state database must be SQLite, PostgreSQL or "
-            f"MariaDB/MySQL, not {name}"
-        )
+        stmt = stmt.on_conflict_do_nothing()
     conn.execute(stmt, [dict(r) for r in rows])
 
 
@@ -334,17 +345,13 @@ def upsert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]])
         return
     keys = [c.name for c in table.primary_key.columns]
     values = [name for name in rows[0] if name not in keys]
-    name = conn.dialect.name
-    if name in ("postgresql", "sqlite"):
-        stmt: Any = (pg_insert if name == "postgresql" else sqlite_insert)(table)
+    stmt = _dialect_insert(conn, table)
+    if conn.dialect.name in ("mysql", "mariadb"):
+        stmt = stmt.on_duplicate_key_update({v: stmt.inserted[v] for v in values})
+    else:
         stmt = stmt.on_conflict_do_update(
             index_elements=keys, set_={v: stmt.excluded[v] for v in values}
         )
-    elif name in ("mysql", "mariadb"):
-        stmt = mysql.insert(table)
-        stmt = stmt.on_duplicate_key_update({v: stmt.inserted[v] for v in values})
-    else:
-        raise ValueError(f"unsupported state database: {name}")
     conn.execute(stmt, [dict(r) for r in rows])
 
 
