@@ -25,21 +25,21 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import multiprocessing
 import os
 import pickle
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from erzy_pipelines.core.dedupe import Merge, dedupe
 from erzy_pipelines.core.group_figures import UNGROUPED_KEY
-from erzy_pipelines.core.normalize import Contact, Reject, normalize_row
+from erzy_pipelines.core.normalize import Contact, Reject
 from erzy_pipelines.crm.extract import Membership, to_record
 from erzy_pipelines.crm.record_cache import Known, RecordCache
+from erzy_pipelines.normalize_workers import Result, WorkerPool, normalize_chunk
 from erzy_pipelines.partitions import SyncScope
 from erzy_pipelines.runtime.stop import StopSignal
 
@@ -240,40 +240,12 @@ def scan(
     return _Scan(records, changed, vanished, columns, rows_preview, kept_rejects)
 
 
-def _normalize_all(rows: list[dict[str, Any]], region: str) -> list[Contact | Reject]:
-    """Normalize a chunk. Equal tuples (groups, tags, warnings...) are made one object, so the
-    chunk travels and is held once per distinct value: a third less memory per contact."""
-    shared: dict[Any, Any] = {}
-    out: list[Contact | Reject] = []
-    for row in rows:
-        result = normalize_row(row, region)
-        if isinstance(result, Contact):
-            result = Contact(
-                phone=result.phone,
-                title=result.title,
-                email=result.email,
-                notes=result.notes,
-                tags=shared.setdefault(result.tags, result.tags),
-                group_ids=shared.setdefault(result.group_ids, result.group_ids),
-                group_keys=shared.setdefault(result.group_keys, result.group_keys),
-                custom_fields=shared.setdefault(result.custom_fields, result.custom_fields),
-                crm_ids=result.crm_ids,
-                updated_at=result.updated_at,
-                warnings=shared.setdefault(result.warnings, result.warnings),
-            )
-        out.append(result)
-    return out
-
-
-Result = Contact | Reject
-
-
 class StreamingNormalizer:
     """Normalizes rows as a scan finds them, results handed back in the order rows came.
 
     Rows are buffered until there are ``PARALLEL_MIN_ROWS`` of them; from then on they go in
-    chunks to worker processes (``spawn``: the run's process has threads), with at most two
-    chunks per worker in flight, so only those chunks' raw rows are held at any moment. Fewer
+    chunks to worker processes (``normalize_workers``), with at most two chunks per worker in
+    flight, so only those chunks' raw rows are held at any moment. Fewer
     rows are normalized here at :meth:`finish`. The result is the same either way.
     """
 
@@ -288,7 +260,7 @@ class StreamingNormalizer:
         self.workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
         self.pending: list[tuple[Any, dict[str, Any]]] = []
         self.inflight: deque[tuple[list[Any], Future[list[Result]]]] = deque()
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool: WorkerPool | None = None
         self.count = 0
 
     def __enter__(self) -> StreamingNormalizer:
@@ -296,16 +268,14 @@ class StreamingNormalizer:
 
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
-            self.pool.shutdown(wait=exc[0] is None, cancel_futures=True)
+            self.pool.shutdown(wait=exc[0] is None)
 
     def add(self, tag: Any, row: dict[str, Any]) -> None:
         self.pending.append((tag, row))
         self.count += 1
         if self.pool is None:
             if self.workers > 1 and len(self.pending) >= PARALLEL_MIN_ROWS:
-                self.pool = ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
-                )
+                self.pool = WorkerPool(self.workers)
                 self._submit()
         elif len(self.pending) >= PARALLEL_CHUNK_ROWS:
             self._submit()
@@ -315,7 +285,7 @@ class StreamingNormalizer:
         for i in range(0, len(self.pending), PARALLEL_CHUNK_ROWS):
             chunk = self.pending[i : i + PARALLEL_CHUNK_ROWS]
             rows = [row for _, row in chunk]
-            future = self.pool.submit(_normalize_all, rows, self.region)
+            future = self.pool.submit(rows, self.region)
             self.inflight.append(([tag for tag, _ in chunk], future))
             while len(self.inflight) > 2 * self.workers:
                 self._collect_oldest()
@@ -332,7 +302,7 @@ class StreamingNormalizer:
             for i in range(0, len(self.pending), PARALLEL_CHUNK_ROWS):
                 self.stop.check()
                 chunk = self.pending[i : i + PARALLEL_CHUNK_ROWS]
-                results = _normalize_all([row for _, row in chunk], self.region)
+                results = normalize_chunk([row for _, row in chunk], self.region)
                 self.on_results([(tag, r) for (tag, _), r in zip(chunk, results, strict=True)])
             self.pending = []
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -309,21 +310,32 @@ def _plan_dry_run(
 ) -> tuple[Plan, list[OperationResult]]:
     """A dry run's plan, made and audited a chunk of contacts at a time: only each operation's
     small result row is kept, never a million operations with their bodies. The plan returned
-    has the counts and requests of the whole, and no operations."""
+    has the counts and requests of the whole, and no operations. One chunk's audit rows are
+    written (on a thread: the database works while the next chunk is planned) at a time."""
     unchanged: list[Any] = []
     skipped: list[Operation] = []
     results: list[OperationResult] = []
     needed = 0
-    for i in range(0, len(contacts), PLAN_CHUNK):
-        part = plan_operations(
-            contacts[i : i + PLAN_CHUNK], states, ownership, fingerprints=fingerprints
-        )
-        unchanged += part.unchanged
-        skipped += part.skipped
-        needed += part.requests_needed
-        rows = planned_results(part)
-        audit(rows)
-        results += rows
+    with ThreadPoolExecutor(1, thread_name_prefix="erzy-audit") as writer:
+        written: Future[None] | None = None
+        for i in range(0, len(contacts), PLAN_CHUNK):
+            part = plan_operations(
+                contacts[i : i + PLAN_CHUNK],
+                states,
+                ownership,
+                fingerprints=fingerprints,
+                with_keys=False,  # nothing is sent
+            )
+            unchanged += part.unchanged
+            skipped += part.skipped
+            needed += part.requests_needed
+            rows = planned_results(part)
+            if written is not None:
+                written.result()  # raises what the write raised
+            written = writer.submit(audit, rows)
+            results += rows
+        if written is not None:
+            written.result()
     return Plan([], unchanged, skipped, needed), results
 
 

@@ -98,9 +98,6 @@ def group_figures(
 
     rejects, merges, dedupe_rejects = list(rejects), list(merges), list(dedupe_rejects)
     skipped, results = list(skipped), list(results)
-    named = {r.crm_id for r in rejects} | {m.merged_crm_id for m in merges}
-    named |= {r.crm_id for r in dedupe_rejects}
-    named |= {str(c) for res in results for c in res.crm_ids}
     contact_phones = set(contacts)
     # A contact's group keys (one record, the common case) or partitions (merged records).
     of_phone: dict[str, tuple[str, ...] | frozenset[str]] = {}
@@ -122,6 +119,9 @@ def group_figures(
     for value, n in Counter(of_phone.values()).items():
         for key in parts(value) if isinstance(value, tuple) else value:
             figures[key].contacts += n
+    named = {r.crm_id for r in rejects} | {m.merged_crm_id for m in merges}
+    named |= {r.crm_id for r in dedupe_rejects}
+    named |= {str(c) for res in results if res.phone not in of_phone for c in res.crm_ids}
     of_record = {str(r.crm_id): parts(r.group_keys) for r in records if r.crm_id in named}
 
     def partitions_of_phone(phone: str) -> frozenset[str]:

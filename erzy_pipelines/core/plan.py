@@ -26,7 +26,7 @@ Rules, for a contact with payload hash H and its state S (looked up by phone):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -102,6 +102,8 @@ def _write(
     state: ContactState | None,
     ownership: Ownership,
     current_known: bool = False,
+    source_fp: int | None = None,
+    with_key: bool = True,
 ) -> Operation:
     if state is None:
         seq = 1
@@ -109,18 +111,29 @@ def _write(
         seq = state.intent_seq
     else:
         seq = state.intent_seq + 1
-    key = idempotency_key(action.value, contact.phone, seq, payload_hash(body))
+    key = ""
+    if with_key:
+        body_hash = digest if body == payload else payload_hash(body)  # no None values: same JSON
+        key = idempotency_key(action.value, contact.phone, seq, body_hash)
     remote_id = state.remote_id if state is not None else None
     last_sent = state.last_payload if state is not None else None
     reads = action is Action.UPDATE and not current_known and ownership.needs_current(body)
     return Operation(
-        action, contact, payload, body, digest, remote_id, seq, key, last_sent, 1 + int(reads)
+        action, contact, payload, body, digest, remote_id, seq, key, last_sent, 1 + int(reads),
+        source_fp,
     )
 
 
-def _skip(contact: Contact, payload: dict[str, Any], digest: str, state: ContactState) -> Operation:
+def _skip(
+    contact: Contact,
+    payload: dict[str, Any],
+    digest: str,
+    state: ContactState,
+    source_fp: int | None,
+) -> Operation:
     return Operation(
-        Action.SKIP_REJECTED, contact, payload, {}, digest, state.remote_id, state.intent_seq, ""
+        Action.SKIP_REJECTED, contact, payload, {}, digest, state.remote_id, state.intent_seq, "",
+        source_fp=source_fp,
     )
 
 
@@ -130,16 +143,24 @@ def plan_contact(
     ownership: Ownership = REPLACE,
     *,
     current_known: bool = False,
+    source_fp: int | None = None,
+    with_key: bool = True,
 ) -> Operation | None:
     """The operation for one contact; None means UNCHANGED. ``current_known``: what ErzyCall
-    holds is known already (a full resync listed it), so merging needs no read."""
+    holds is known already (a full resync listed it), so merging needs no read. ``source_fp``:
+    the fingerprint of the CRM records the contact was made from, carried by the operation.
+    ``with_key=False``: no idempotency key (a dry run sends nothing; hashing each body again is
+    a third of planning a million creates)."""
     payload = to_payload(contact)
     digest = payload_hash(payload)
     if state is None or state.remote_id is None:
         if state is not None and state.rejected_hash == digest:
-            return _skip(contact, payload, digest, state)
+            return _skip(contact, payload, digest, state, source_fp)
         body = create_body(payload)
-        return _write(Action.CREATE, contact, payload, body, digest, state, ownership)
+        return _write(
+            Action.CREATE, contact, payload, body, digest, state, ownership,
+            source_fp=source_fp, with_key=with_key,
+        )
     # A write whose outcome never came back (crash, lost response) may or may not have been
     # applied, so what ErzyCall holds is unknown. The same intent is retried as it was (same
     # body, same key); anything else sends every field, so no half-known state survives.
@@ -147,14 +168,17 @@ def plan_contact(
     if digest == state.last_hash and not in_doubt:
         return None
     if digest == state.rejected_hash:
-        return _skip(contact, payload, digest, state)
+        return _skip(contact, payload, digest, state, source_fp)
     if state.last_payload is None or in_doubt:
         body = dict(payload)
     else:
         body = changed_fields(state.last_payload, payload)
         if not body:
             return None
-    return _write(Action.UPDATE, contact, payload, body, digest, state, ownership, current_known)
+    return _write(
+        Action.UPDATE, contact, payload, body, digest, state, ownership, current_known, source_fp,
+        with_key,
+    )
 
 
 def plan_operations(
@@ -164,18 +188,26 @@ def plan_operations(
     *,
     current_known: bool = False,
     fingerprints: Mapping[str, int] | None = None,
+    with_keys: bool = True,
 ) -> Plan:
     """Plan every contact against its state (keyed by phone); see the module rules.
-    ``fingerprints``: each phone's CRM-record fingerprint, recorded with a successful write."""
+    ``fingerprints``: each phone's CRM-record fingerprint, recorded with a successful write.
+    ``with_keys=False`` (a dry run): operations without idempotency keys."""
     urgent: list[Operation] = []
     rest: list[Operation] = []
     unchanged: list[Contact] = []
     skipped: list[Operation] = []
     for contact in contacts:
         state = states.get(contact.phone)
-        op = plan_contact(contact, state, ownership, current_known=current_known)
-        if op is not None and fingerprints is not None:
-            op = replace(op, source_fp=fingerprints.get(contact.phone))
+        source_fp = fingerprints.get(contact.phone) if fingerprints is not None else None
+        op = plan_contact(
+            contact,
+            state,
+            ownership,
+            current_known=current_known,
+            source_fp=source_fp,
+            with_key=with_keys,
+        )
         if op is None:
             unchanged.append(contact)
         elif op.action is Action.SKIP_REJECTED:

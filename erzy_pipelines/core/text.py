@@ -92,14 +92,22 @@ def clean_line(s: str) -> str:
 
 def clean_block(s: str) -> str:
     """Multi-line text (notes): like ``clean_line`` but keeps newlines and tabs; trimmed."""
-    s = _NEWLINES.sub("\n", s)
-    s = _drop_stray_joiners(_BLOCK_REMOVE.sub("", s))
-    return unicodedata.normalize("NFC", s).strip()
+    if "\r" in s:
+        s = _NEWLINES.sub("\n", s)
+    if not s.isprintable() and not s.replace("\n", "").replace("\t", "").isprintable():
+        s = _drop_stray_joiners(_BLOCK_REMOVE.sub("", s))
+    if not s.isascii():
+        s = unicodedata.normalize("NFC", s)
+    return s.strip()
 
 
 def clean_all(s: str) -> str:
     """Text where no invisible character can be meant (emails): all of Cc, Cf, Cs removed; NFC."""
-    return unicodedata.normalize("NFC", _ALL_REMOVE.sub("", s)).strip()
+    if not s.isprintable():
+        s = _ALL_REMOVE.sub("", s)
+    if not s.isascii():
+        s = unicodedata.normalize("NFC", s)
+    return s.strip()
 
 
 def utf16_len(s: str) -> int:

@@ -18,7 +18,11 @@ from erzy_pipelines.core.normalize import Contact, Reject
 from erzy_pipelines.crm.state import StateStore, crm_records, run_write, upsert
 
 _IN_CHUNK = 500
-_WRITE_CHUNK = 2000
+_WRITE_CHUNK = 5000
+_COLUMNS = (  # the order of the rows save() writes
+    "account_id", "crm_id", "fingerprint", "phone", "contact",
+    "reject_reason", "reject_detail", "reject_phone",
+)
 
 
 Known = tuple[int, str | None]
@@ -95,16 +99,16 @@ class RecordCache:
         """Store what normalization made of these records (crm_id → (fingerprint, result)) and
         forget the records that left the CRM. Another run writing the same record at once is
         harmless: each entry pairs a fingerprint with what that exact input normalizes to."""
-        rows = []
+        account, rows = self.account, []
         for crm_id, (fp, result) in results.items():
-            row = {"account_id": self.account, "crm_id": crm_id, "fingerprint": fp}
             if isinstance(result, Contact):
-                row.update(phone=result.phone, contact=encode_contact(result), reject_reason=None,
-                           reject_detail=None, reject_phone=None)
+                rows.append(
+                    (account, crm_id, fp, result.phone, encode_contact(result), None, None, None)
+                )
             else:
-                row.update(phone=None, contact=None, reject_reason=result.reason,
-                           reject_detail=result.detail, reject_phone=result.phone)
-            rows.append(row)
+                rows.append(
+                    (account, crm_id, fp, None, None, result.reason, result.detail, result.phone)
+                )
         c = crm_records.c
         gone = sorted(set(vanished))
         for i in range(0, len(gone), _WRITE_CHUNK):
@@ -118,4 +122,4 @@ class RecordCache:
             run_write(self.engine, drop)
         for i in range(0, len(rows), _WRITE_CHUNK):
             put = rows[i : i + _WRITE_CHUNK]
-            run_write(self.engine, lambda conn, put=put: upsert(conn, crm_records, put))
+            run_write(self.engine, lambda conn, put=put: upsert(conn, crm_records, _COLUMNS, put))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import operator
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,13 +43,16 @@ __all__ = [
     "create_store_engine",
     "create_tables",
     "insert_ignore",
+    "insert_many",
     "run_write",
+    "upsert",
 ]
 
 T = TypeVar("T")
 
 ERROR_MESSAGE_MAX = 1000
 _IN_CHUNK = 500
+_WRITE_ROWS = 5000  # rows per executemany
 RUN_COUNT_FIELDS = (
     "created",
     "updated",
@@ -208,6 +212,8 @@ sync_runs = sa.Table(
 
 AUDIT_FIELDS = tuple(c.name for c in sync_audit.columns if c.name not in ("id", "account_id"))
 _AUDIT_FIELD_SET = frozenset(AUDIT_FIELDS)
+_AUDIT_COLUMNS = tuple(c.name for c in sync_audit.columns if c.name != "id")  # table order
+_audit_tuple = operator.itemgetter(*_AUDIT_COLUMNS)
 _AUDIT_LENGTHS = tuple(
     (c.name, c.type.length) for c in sync_audit.columns if getattr(c.type, "length", None)
 )
@@ -339,12 +345,15 @@ def insert_ignore(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str,
     conn.execute(stmt, [dict(r) for r in rows])
 
 
-def upsert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert rows, replacing the non-key columns of rows whose primary key exists."""
+def upsert(
+    conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert rows (tuples in ``columns`` order), replacing the non-key columns of rows whose
+    primary key exists."""
     if not rows:
         return
     keys = [c.name for c in table.primary_key.columns]
-    values = [name for name in rows[0] if name not in keys]
+    values = [name for name in columns if name not in keys]
     stmt = _dialect_insert(conn, table)
     if conn.dialect.name in ("mysql", "mariadb"):
         stmt = stmt.on_duplicate_key_update({v: stmt.inserted[v] for v in values})
@@ -352,7 +361,45 @@ def upsert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]])
         stmt = stmt.on_conflict_do_update(
             index_elements=keys, set_={v: stmt.excluded[v] for v in values}
         )
-    conn.execute(stmt, [dict(r) for r in rows])
+    insert_many(conn, stmt, columns, rows)
+
+
+def insert_many(
+    conn: Connection, stmt: Any, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Run an INSERT for many rows (tuples in ``columns`` order) through the driver's own
+    executemany, each column's bind processing kept. SQLAlchemy's per-row parameter handling
+    costs more than the database itself when a first run writes a million audit or cache rows.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
+    processors = [
+        (i, processor)
+        for i, name in enumerate(columns)
+        if (processor := stmt.table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+    ]
+    if processors:
+        last: dict[int, tuple[Any, Any]] = {}  # a value repeated row after row (a run's "now")
+        processed = []
+        for row in rows:
+            row = list(row)
+            for i, processor in processors:
+                value = row[i]
+                before = last.get(i)
+                if before is None or before[0] is not value:
+                    before = last[i] = (value, processor(value))
+                row[i] = before[1]
+            processed.append(tuple(row))
+        rows = processed
+    if compiled.positional:
+        order = [columns.index(name) for name in compiled.positiontup]
+        in_order = order == list(range(len(columns)))
+        params: list[Any] = [row if in_order else tuple(row[i] for i in order) for row in rows]
+    else:
+        params = [dict(zip(columns, row, strict=True)) for row in rows]
+    conn.exec_driver_sql(compiled.string, params)
 
 
 def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
@@ -538,6 +585,9 @@ class StateStore:
                 rows = list(conn.execute(query).mappings())
             else:
                 wanted = sorted(set(phones))
+                any_row = sa.select(contact_state.c.phone).where(self._mine()).limit(1)
+                if wanted and conn.execute(any_row).first() is None:
+                    wanted = []  # an account with no contacts yet: nothing to look up
                 for chunk in _chunks(wanted):
                     q = query.where(contact_state.c.phone.in_(chunk))
                     rows.extend(conn.execute(q).mappings())
@@ -905,11 +955,11 @@ class StateStore:
                 value = values[name]
                 if isinstance(value, str) and len(value) > length:
                     values[name] = value[:length]
-            prepared.append(values)
+            prepared.append(_audit_tuple(values))
 
         def txn(conn: Connection) -> None:
-            for chunk in _chunks(prepared):
-                conn.execute(sync_audit.insert(), list(chunk))
+            for chunk in _chunks(prepared, _WRITE_ROWS):
+                insert_many(conn, sync_audit.insert(), _AUDIT_COLUMNS, chunk)
 
         self._write(txn)
 
