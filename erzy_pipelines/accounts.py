@@ -110,13 +110,18 @@ def known_account(
     return found
 
 
-def _candidates(store: StateStore) -> list[str]:
-    """Accounts that hold contact state, most recently used first (legacy state last)."""
-    c, keys = contact_state.c, account_keys.c
+def _candidates(store: StateStore, namespace: str) -> list[str]:
+    """Accounts of this namespace that hold contact state, most recently used first (legacy
+    state, which only the environment-variable sync's namespace can take over, last)."""
+    c, keys, a = contact_state.c, account_keys.c, accounts.c
     with_contacts = sa.select(c.account_id).where(c.remote_id.is_not(None)).distinct()
     used = sa.select(keys.account_id, sa.func.max(keys.last_used)).group_by(keys.account_id)
+    in_namespace = sa.select(a.account_id).where(a.namespace == namespace)
     with store.engine.connect() as conn:
-        holders = list(conn.execute(with_contacts).scalars())
+        mine = set(conn.execute(in_namespace).scalars())
+        if namespace == "":
+            mine.add(LEGACY_ACCOUNT)
+        holders = [h for h in conn.execute(with_contacts).scalars() if h in mine]
         last_used = {account: when for account, when in conn.execute(used)}
     oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
 
@@ -140,17 +145,20 @@ def _holds(store: StateStore, account_id: str, probe: Probe) -> tuple[bool, int]
 
 
 def _register(
-    store: StateStore, base_url: str, key_id: str, account_id: str, *, new: bool
+    store: StateStore,
+    base_url: str,
+    key_id: str,
+    account_id: str,
+    *,
+    new: bool,
+    namespace: str = "",
 ) -> None:
     now = _now()
 
     def txn(conn: Connection) -> None:
         if new:
-            insert_ignore(
-                conn,
-                accounts,
-                [{"account_id": account_id, "label": base_url, "created_at": now}],
-            )
+            row = {"account_id": account_id, "label": base_url, "created_at": now}
+            insert_ignore(conn, accounts, [{**row, "namespace": namespace}])
         insert_ignore(
             conn,
             account_keys,
@@ -182,21 +190,24 @@ def _adopt_legacy(store: StateStore, account_id: str) -> None:
     run_write(store.engine, txn)
 
 
-def resolve_account(store: StateStore, base_url: str, key_id: str, probe: Probe) -> Account:
-    """The account of this credential, probing the known accounts if it is new (see module)."""
+def resolve_account(
+    store: StateStore, base_url: str, key_id: str, probe: Probe, namespace: str = ""
+) -> Account:
+    """The account of this credential, probing the known accounts of its namespace if it is
+    new (see module)."""
     url = normalize_base_url(base_url)
     found = known_account(store, url, key_id)
     if found is not None:
         return Account(found, known=True)
     spent = 0
-    for candidate in _candidates(store)[:MAX_ACCOUNTS_PROBED]:
+    for candidate in _candidates(store, namespace)[:MAX_ACCOUNTS_PROBED]:
         holds, used = _holds(store, candidate, probe)
         spent += used
         if not holds:
             continue
         if candidate == LEGACY_ACCOUNT:
             account_id = uuid.uuid4().hex[:16]
-            _register(store, url, key_id, account_id, new=True)
+            _register(store, url, key_id, account_id, new=True, namespace=namespace)
             _adopt_legacy(store, account_id)
             note = "the state kept before accounts existed was found in this account"
         else:
@@ -205,7 +216,7 @@ def resolve_account(store: StateStore, base_url: str, key_id: str, probe: Probe)
             note = "a new key or URL of a known account (its contacts were found)"
         return Account(account_id, known=False, probes=spent, note=note)
     account_id = uuid.uuid4().hex[:16]
-    _register(store, url, key_id, account_id, new=True)
+    _register(store, url, key_id, account_id, new=True, namespace=namespace)
     note = (
         "new account: none of the known accounts' contacts were found with this key and URL"
         if spent
@@ -228,10 +239,14 @@ def probe_with(client: object) -> Probe:
 
 @dataclass(frozen=True)
 class Credential:
-    """Where and as whom a run talks to ErzyCall: the base URL and a hash of the key."""
+    """Where and as whom a run talks to ErzyCall: the base URL and a hash of the key, and the
+    sync's state namespace (``names.py``). Two syncs never share state, even with one key:
+    their CRM ids and what each created are their own. A named sync's key is known by a hash
+    of its name and key, so each namespace recognizes its accounts on its own."""
 
     base_url: str
     key_id: str
+    namespace: str = ""
 
 
 UNVERIFIED = "unverified"
@@ -259,4 +274,6 @@ def account_for_run(
     if dry_run:
         return Account(UNVERIFIED, known=False, note=UNVERIFIED_NOTE)
     with open_probe() as probe:
-        return resolve_account(store, credential.base_url, credential.key_id, probe)
+        return resolve_account(
+            store, credential.base_url, credential.key_id, probe, credential.namespace
+        )

@@ -1,26 +1,19 @@
-"""The one Definitions object: the sync assets (with their checks), resources, the sync and
-plan jobs, the daily schedule and the groups sensor.
+"""The code location of the sync configured by environment variables: ``build_sync`` (the
+same factory a YAML component uses) over the settings of ``settings.py``.
 
-Unset environment variables get their defaults first (see ``settings.py``), so every resource
-field can come from ``dg.EnvVar`` and the UI never shows a secret's value.
+Unset environment variables get their defaults first; the secrets (API key, CRM and state
+database URLs) reach the resources as ``dg.EnvVar`` references, so the UI never shows them.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from erzy_pipelines.assets.plan import erzycall_plan
-from erzy_pipelines.assets.sync import sync_contacts
 from erzy_pipelines.core.ownership import MODES
-from erzy_pipelines.resources import (
-    CrmDatabaseResource,
-    ErzyCallResource,
-    SyncPolicyResource,
-    SyncStateResource,
-)
-from erzy_pipelines.schedules import build_daily_schedule, sync_job
-from erzy_pipelines.sensors import crm_groups_sensor
+from erzy_pipelines.factory import ConfigError, SyncConfig, build_sync
+from erzy_pipelines.factory import build_resources as factory_resources
 from erzy_pipelines.settings import SettingError, apply_env_defaults, env
+from erzy_pipelines.sync_run import DELETED_IN_ERZYCALL_MODES
 
 
 def _number(name: str, kind: type[int] | type[float]) -> int | float:
@@ -55,44 +48,44 @@ def _lease_seconds() -> float:
     return lease
 
 
-def build_resources() -> dict[str, object]:
-    """Resources from the environment (defaults applied). Secrets stay ``EnvVar`` references."""
+def env_sync_config() -> SyncConfig:
+    """The sync configured by environment variables (``settings.py``), defaults applied."""
     apply_env_defaults()
-    return {
-        "erzycall": ErzyCallResource(
-            api_key=dg.EnvVar("ERZYCALL_API_KEY"),
-            base_url=dg.EnvVar("ERZYCALL_BASE_URL"),
-            rate_limits=dg.EnvVar("ERZYCALL_RATE_LIMITS"),
-            allow_insecure_http=_flag("ERZYCALL_ALLOW_INSECURE_HTTP"),
-            timeout_seconds=_number("ERZYCALL_TIMEOUT_SECONDS", float),
-        ),
-        "crm": CrmDatabaseResource(
-            url=dg.EnvVar("CRM_DATABASE_URL"),
-            contacts_sql_path=dg.EnvVar("CRM_CONTACTS_SQL"),
-            memberships_sql_path=dg.EnvVar("CRM_MEMBERSHIPS_SQL"),
-        ),
-        "state": SyncStateResource(url=dg.EnvVar("ERZY_STATE_DATABASE_URL")),
-        "policy": SyncPolicyResource(
-            default_region=dg.EnvVar("ERZY_DEFAULT_REGION"),
-            max_requests_per_run=_number("ERZY_MAX_REQUESTS_PER_RUN", int),
-            max_run_seconds=_number("ERZY_MAX_RUN_SECONDS", float),
-            reject_rate_warn=_number("ERZY_REJECT_RATE_WARN", float),
-            ownership=_choice("ERZY_OWNERSHIP", MODES),
-            lease_seconds=_lease_seconds(),
-        ),
-    }
+    return SyncConfig(
+        name=None,
+        crm_url_env="CRM_DATABASE_URL",
+        contacts_sql=env("CRM_CONTACTS_SQL"),
+        memberships_sql=env("CRM_MEMBERSHIPS_SQL"),
+        api_key_env="ERZYCALL_API_KEY",
+        base_url=env("ERZYCALL_BASE_URL"),
+        rate_limits=env("ERZYCALL_RATE_LIMITS"),
+        timeout_seconds=_number("ERZYCALL_TIMEOUT_SECONDS", float),
+        allow_insecure_http=_flag("ERZYCALL_ALLOW_INSECURE_HTTP"),
+        state_url_env="ERZY_STATE_DATABASE_URL",
+        default_region=env("ERZY_DEFAULT_REGION"),
+        max_requests_per_run=_number("ERZY_MAX_REQUESTS_PER_RUN", int),
+        max_run_seconds=_number("ERZY_MAX_RUN_SECONDS", float),
+        reject_rate_warn=_number("ERZY_REJECT_RATE_WARN", float),
+        ownership=_choice("ERZY_OWNERSHIP", MODES),
+        deleted_in_erzycall=_choice("ERZY_DELETED_IN_ERZYCALL", DELETED_IN_ERZYCALL_MODES),
+        lease_seconds=_lease_seconds(),
+        schedule_cron=env("ERZY_SCHEDULE_CRON"),
+        reconcile_cron=env("ERZY_RECONCILE_CRON"),
+        reconcile_enabled=_flag("ERZY_RECONCILE_ENABLED"),
+    )
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    """The environment-variable sync's resources. Secrets stay ``EnvVar`` references."""
+    return factory_resources(env_sync_config())
 
 
 def build_definitions() -> dg.Definitions:
-    apply_env_defaults()
-    return dg.Definitions(
-        assets=[sync_contacts],
-        jobs=[sync_job, erzycall_plan],
-        executor=dg.in_process_executor,  # one step per run: no subprocess per step
-        schedules=[build_daily_schedule(env("ERZY_SCHEDULE_CRON"))],
-        sensors=[crm_groups_sensor],
-        resources=build_resources(),
-    )
+    """The environment-variable sync, built like any other (``factory.py``)."""
+    try:
+        return build_sync(env_sync_config())
+    except ConfigError as exc:  # name the environment variable behind the field
+        raise SettingError(f"{exc} (see the environment variables in the README)") from None
 
 
 defs = build_definitions()

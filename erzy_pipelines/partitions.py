@@ -12,6 +12,7 @@ selected groups, plus the ungrouped contacts when ``_ungrouped`` is selected.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -19,10 +20,19 @@ import dagster as dg
 from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
 
 from erzy_pipelines.core.group_figures import UNGROUPED_KEY
+from erzy_pipelines.names import DEFAULT, SyncNames
 
-CRM_GROUPS_PARTITIONS_NAME = "crm_groups"
+CRM_GROUPS_PARTITIONS_NAME = DEFAULT.partitions
 
-crm_groups_partitions = dg.DynamicPartitionsDefinition(name=CRM_GROUPS_PARTITIONS_NAME)
+
+@functools.cache
+def partitions_def(names: SyncNames = DEFAULT) -> dg.DynamicPartitionsDefinition:
+    """A sync's group partitions (``crm_groups``, or ``<name>_crm_groups``): one object per
+    sync, shared by its assets, jobs and schedules."""
+    return dg.DynamicPartitionsDefinition(name=names.partitions)
+
+
+crm_groups_partitions = partitions_def()
 
 
 @dataclass(frozen=True)
@@ -61,8 +71,10 @@ def run_partition_keys(context: dg.AssetExecutionContext | dg.OpExecutionContext
     return list(context.partition_keys)
 
 
-def scope_for(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> SyncScope:
-    known = context.instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME)
+def scope_for(
+    context: dg.AssetExecutionContext | dg.OpExecutionContext, names: SyncNames = DEFAULT
+) -> SyncScope:
+    known = context.instance.get_dynamic_partitions(names.partitions)
     return scope_from_partition_keys(run_partition_keys(context), known)
 
 
@@ -94,15 +106,13 @@ def partition_changes(
 
 
 def sync_partitions(
-    instance: dg.DagsterInstance, group_keys: Iterable[str]
+    instance: dg.DagsterInstance, group_keys: Iterable[str], names: SyncNames = DEFAULT
 ) -> tuple[list[str], list[str]]:
     """Make the instance's partitions match the CRM's groups; returns (added, deleted)."""
     desired = desired_partition_keys(group_keys)
-    added, deleted = partition_changes(
-        desired, instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME)
-    )
+    added, deleted = partition_changes(desired, instance.get_dynamic_partitions(names.partitions))
     if added:
-        instance.add_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME, added)
+        instance.add_dynamic_partitions(names.partitions, added)
     for key in deleted:
-        instance.delete_dynamic_partition(CRM_GROUPS_PARTITIONS_NAME, key)
+        instance.delete_dynamic_partition(names.partitions, key)
     return added, deleted

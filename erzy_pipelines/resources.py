@@ -77,9 +77,11 @@ class ErzyCallResource(dg.ConfigurableResource):
         """A stable, non-reversible id of the key: names its budget and account in the state DB."""
         return key_id_of(self.api_key)
 
-    def credential(self) -> Credential:
-        """The base URL and key id the state's account is recognized by (``accounts.py``)."""
-        return Credential(normalize_base_url(self.base_url), self.key_id())
+    def credential(self, namespace: str = "") -> Credential:
+        """The base URL and key id the state's account is recognized by (``accounts.py``): in
+        a named sync's namespace, the key is known by a hash of the name and the key."""
+        key_id = key_id_of(f"{namespace}\0{self.api_key}") if namespace else self.key_id()
+        return Credential(normalize_base_url(self.base_url), key_id, namespace)
 
     def check_usable(self) -> None:
         """Fail fast on the one misconfiguration that would otherwise cost a 401."""
@@ -203,9 +205,11 @@ def _state_store(url: str) -> StateStore:
 
 
 class SyncStateResource(dg.ConfigurableResource):
-    """Where sync state, the audit and the shared rate-limit budget live."""
+    """Where sync state, the audit and the shared rate-limit budget live; ``namespace`` keeps
+    one sync's state apart from another's in the same database (``names.py``)."""
 
     url: str
+    namespace: str = ""
 
     def store(self) -> StateStore:
         return _state_store(self.url)
@@ -219,6 +223,7 @@ class SyncPolicyResource(dg.ConfigurableResource):
     max_run_seconds: float = 0.0
     reject_rate_warn: float = 0.2
     ownership: str = "merge"  # see core/ownership.py: merge (keep ErzyCall users' edits) or replace
+    deleted_in_erzycall: str = "recreate"  # reconcile: recreate, or respect until the CRM changes
     lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     def owner(self, managed_groups: frozenset[str]) -> Ownership:

@@ -85,6 +85,16 @@ def _settings() -> tuple[Setting, ...]:
         Setting("ERZY_LEASE_SECONDS", "120", "a contact's lease; renewed while a run waits"),
         Setting("ERZY_SCHEDULE_CRON", "0 2 * * *", "cron of the daily full sync (UTC)"),
         Setting(
+            "ERZY_RECONCILE_CRON", "0 3 * * 0", "cron of the weekly reconcile (UTC; Sundays 03:00)"
+        ),
+        Setting("ERZY_RECONCILE_ENABLED", "true", "the weekly reconcile schedule starts on"),
+        Setting(
+            "ERZY_DELETED_IN_ERZYCALL",
+            "recreate",
+            "a contact deleted in ErzyCall, unchanged in the CRM: recreate, or respect (until the "
+            "CRM record changes)",
+        ),
+        Setting(
             "ERZY_DATA_DIR", "data", "folder for the demo CRM, state and local Dagster storage"
         ),
     )

@@ -13,10 +13,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from erzy_pipelines.accounts import Account
+from erzy_pipelines.core.group_figures import SENT_OUTCOMES
 from erzy_pipelines.core.ownership import REPLACE, Ownership
 from erzy_pipelines.core.payload import payload_hash, to_payload
 from erzy_pipelines.core.plan import ContactState, Operation, Plan, plan_operations
@@ -38,6 +39,10 @@ from erzy_pipelines.upsert import (
 PLAN_CHUNK = 20_000
 
 #: The runs table's counters, and which outcomes feed each.
+DELETED_IN_ERZYCALL_MODES = ("recreate", "respect")
+"""What a reconcile does with a contact deleted in ErzyCall whose CRM record did not change:
+create it again, or leave it deleted until the CRM record changes."""
+
 RUN_COUNTERS = {
     "created": ("created", "recreated"),
     "updated": ("updated", "adopted"),
@@ -122,26 +127,59 @@ def _run_counts(store: Any, run_id: str, unchanged: Sequence[str]) -> Counter[st
     return outcomes
 
 
+@dataclass
+class Drift:
+    """What a reconcile's listing found changed in ErzyCall behind the sync's back."""
+
+    deleted: set[str] = field(default_factory=set)  # phones whose contact is gone from ErzyCall
+    edited: set[str] = field(default_factory=set)  # phones whose owned fields were edited there
+    respected: set[str] = field(default_factory=set)  # deleted, left deleted (``respect``)
+
+    def repaired(self, results: Iterable[OperationResult]) -> dict[str, int]:
+        """``drift_deleted`` / ``drift_edited``: drift the run's writes repaired."""
+        counts = {"drift_deleted": 0, "drift_edited": 0}
+        for result in results:
+            if result.outcome in SENT_OUTCOMES:
+                if result.phone in self.deleted and result.phone not in self.respected:
+                    counts["drift_deleted"] += 1
+                elif result.phone in self.edited:
+                    counts["drift_edited"] += 1
+        return counts
+
+
 def states_from_remote(
     states: dict[str, Any],
     remote_contacts: Iterable[RemoteContact],
     ownership: Ownership = REPLACE,
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    *,
+    respect_deleted: bool = False,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Drift]:
     """Replace stored knowledge with what ErzyCall really holds (full resync / reconcile).
 
     A phone found remotely gets its real id and, as the "last sent" payload, the part of what
     ErzyCall holds that the sync owns (``Ownership.owned_view``), so the plan sends exactly the
     drift and leaves what ErzyCall's users added alone; a stored id that is gone remotely is
-    dropped, so the plan creates the contact again. Payloads the API rejected before are tried
-    again. Returns (states, what ErzyCall holds by phone).
+    dropped, so the plan creates the contact again — unless ``respect_deleted``: then its state
+    is kept as it was, so it stays deleted while its CRM record is unchanged (a later change is
+    a PATCH that meets 404 and creates it again). Payloads the API rejected before are tried
+    again. Returns (states, what ErzyCall holds by phone, the drift found).
     """
     by_phone = {c.phone: c for c in remote_contacts}
     current = {phone: remote_payload(remote) for phone, remote in by_phone.items()}
     out: dict[str, Any] = {}
+    drift = Drift()
     for phone in set(states) | set(by_phone):
         old = states.get(phone)
         remote = current.get(phone)
+        if remote is None and old is not None and old.remote_id is not None:
+            drift.deleted.add(phone)
+            if respect_deleted:
+                drift.respected.add(phone)
+                out[phone] = old
+                continue
         owned = ownership.owned_view(remote, old.last_payload if old else None) if remote else None
+        if owned is not None and old is not None and old.last_payload not in (None, owned):
+            drift.edited.add(phone)
         out[phone] = ContactState(
             phone=phone,
             remote_id=by_phone[phone].id if remote else None,
@@ -154,7 +192,7 @@ def states_from_remote(
             deferred=old.deferred if old else False,
             failure_count=old.failure_count if old else 0,
         )
-    return out, current
+    return out, current, drift
 
 
 def run_sync(
@@ -170,6 +208,7 @@ def run_sync(
     partition_key: str,
     dry_run: bool = False,
     reconcile: bool = False,
+    respect_deleted: bool = False,
     budget: Budget | None = None,
     on_progress: ProgressCallback | None = None,
     stop: StopSignal | None = None,
@@ -218,12 +257,16 @@ def run_sync(
     store.start_run(run_id, partition_key, dry_run)
     states = store.load_states([c.phone for c in contacts])
     current: dict[str, dict[str, Any]] = {}
+    drift: Drift | None = None
     try:
         if reconcile and not dry_run:
             client = client or open_client()
             before = client.requests_sent
-            states, current = states_from_remote(
-                states, client.list_contacts(limit=100), ownership
+            states, current, drift = states_from_remote(
+                states,
+                client.list_contacts(limit=100),
+                ownership,
+                respect_deleted=respect_deleted,
             )
             report.requests += client.requests_sent - before
             if budget and budget.max_requests is not None:  # the listing is part of the cap
@@ -286,6 +329,8 @@ def run_sync(
         outcomes = _run_counts(store, run_id, [c.phone for c in plan.unchanged] + list(settled))
         counts = {name: sum(outcomes[o] for o in feeds) for name, feeds in RUN_COUNTERS.items()}
         counts["requests"] = report.requests
+        if drift is not None:
+            counts.update(drift.repaired(report.results))
         store.finish_run(run_id, counts, _status(report, counts))
         return RunSummary(
             plan=plan, report=report, counts=counts, dry_run=dry_run, account=account

@@ -29,17 +29,12 @@ from erzy_pipelines.core.budget import (
 from erzy_pipelines.core.group_figures import GroupFigures, record_partitions
 from erzy_pipelines.crm.state import StateStore
 from erzy_pipelines.incremental import Extracted, Prepared
+from erzy_pipelines.names import ASSETS, DEFAULT, SyncNames
 from erzy_pipelines.sync_run import RunSummary
 from erzy_pipelines.upsert import Budget
 
-CRM, NORMALIZED, DEDUPED, CONTACTS, AUDIT = (
-    "crm_contacts",
-    "normalized_contacts",
-    "deduped_contacts",
-    "erzycall_contacts",
-    "sync_audit",
-)
-SYNC_KEYS = (CRM, NORMALIZED, DEDUPED, CONTACTS, AUDIT)
+CRM, NORMALIZED, DEDUPED, CONTACTS, AUDIT = ASSETS
+SYNC_KEYS = ASSETS
 OUTCOME_FIGURES = ("created", "updated", "adopted", "recreated", "failed", "deferred")
 
 Event = dg.AssetMaterialization | dg.AssetObservation
@@ -130,6 +125,7 @@ def partition_events(
     keys: Sequence[str] = SYNC_KEYS,
     planned: bool = False,
     observe: bool = False,
+    names: SyncNames = DEFAULT,
 ) -> Iterator[Event]:
     """One event per (asset, partition), with the group's figures (its plan if ``planned``).
 
@@ -141,7 +137,7 @@ def partition_events(
     for partition, group in figures.items():
         by_asset = group_metadata(partition, group, extracted, windows=windows, planned=planned)
         for key in keys:
-            yield event(key, partition=partition, metadata=by_asset[key])
+            yield event(names.key(key), partition=partition, metadata=by_asset[key])
 
 
 @dataclass
@@ -164,7 +160,9 @@ class RunTotals:
     budget_frees_at: float | None = None  # the key's budget was spent: when it frees (epoch)
 
 
-def run_observation(totals: RunTotals, windows: Sequence[RateWindow]) -> dg.AssetObservation:
+def run_observation(
+    totals: RunTotals, windows: Sequence[RateWindow], names: SyncNames = DEFAULT
+) -> dg.AssetObservation:
     """The whole run's figures, once, on ``erzycall_contacts`` (no partition)."""
     cap = totals.request_cap
     allowed = min(cap, totals.requests_needed) if cap is not None else totals.requests_needed
@@ -200,7 +198,7 @@ def run_observation(totals: RunTotals, windows: Sequence[RateWindow]) -> dg.Asse
             )
         ),
     }
-    return dg.AssetObservation(CONTACTS, metadata=metadata)
+    return dg.AssetObservation(names.key(CONTACTS), metadata=metadata)
 
 
 def _budget_spent(frees_at: float | None) -> dict[str, Any]:

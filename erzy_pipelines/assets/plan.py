@@ -14,35 +14,43 @@ from collections.abc import Iterator
 import dagster as dg
 
 from erzy_pipelines.assets import events
-from erzy_pipelines.assets.step import bind_account, read_and_prepare, sync_step
+from erzy_pipelines.assets.step import SyncResources, bind_account, read_and_prepare, sync_step
 from erzy_pipelines.core.group_figures import group_figures
-from erzy_pipelines.partitions import crm_groups_partitions, run_partition_keys, scope_for
-from erzy_pipelines.resources import (
-    CrmDatabaseResource,
-    ErzyCallResource,
-    SyncPolicyResource,
-    SyncStateResource,
-)
+from erzy_pipelines.names import DEFAULT, SyncNames
+from erzy_pipelines.partitions import partitions_def, run_partition_keys, scope_for
 from erzy_pipelines.sync_run import run_sync
 from erzy_pipelines.upsert import Budget
 
 
-@dg.op(
-    name="plan_contacts",
-    out={},
-    description="Plans the sync of the run's groups (requests needed, ETA) and sends nothing.",
-)
-def plan_contacts(
-    context: dg.OpExecutionContext,
-    crm: CrmDatabaseResource,
-    state: SyncStateResource,
-    policy: SyncPolicyResource,
-    erzycall: ErzyCallResource,
+def build_plan_job(names: SyncNames = DEFAULT) -> dg.JobDefinition:
+    """The dry-run job of one sync (``erzycall_plan`` or ``<name>_erzycall_plan``)."""
+
+    @dg.op(
+        name=names.name("plan_contacts"),
+        out={},
+        required_resource_keys=SyncResources.keys(names),
+        description="Plans the sync of the run's groups (requests needed, ETA) and sends "
+        "nothing.",
+    )
+    def plan_contacts(context: dg.OpExecutionContext) -> Iterator[dg.AssetObservation]:
+        yield from _plan(context, names, SyncResources.of(context, names))
+
+    return dg.GraphDefinition(name=names.plan_job, node_defs=[plan_contacts]).to_job(
+        partitions_def=partitions_def(names),
+        executor_def=dg.in_process_executor,
+        description="Dry run: plans the sync of the chosen groups (requests needed, ETA at your "
+        "limits) and records the plan as observations. Sends nothing, materializes nothing.",
+    )
+
+
+def _plan(
+    context: dg.OpExecutionContext, names: SyncNames, resources: SyncResources
 ) -> Iterator[dg.AssetObservation]:
+    crm, state, policy, erzycall = resources
     started = time.monotonic()
-    store, scope, windows = state.store(), scope_for(context), erzycall.windows()
+    store, scope, windows = state.store(), scope_for(context, names), erzycall.windows()
     with sync_step(context) as stop:
-        store, account = bind_account(context, store, erzycall, state.url, stop, dry_run=True)
+        store, account = bind_account(context, store, erzycall, state, stop, dry_run=True)
         extracted, prepared = read_and_prepare(
             context, crm=crm, store=store, scope=scope, region=policy.default_region, stop=stop
         )
@@ -63,21 +71,19 @@ def plan_contacts(
             skipped=[op.contact for op in summary.plan.skipped],
             results=summary.report.results,
         )
-        yield from events.partition_events(figures, extracted, windows=windows, planned=True)
+        yield from events.partition_events(
+            figures, extracted, windows=windows, planned=True, names=names
+        )
         yield events.run_observation(
             events.run_totals(
                 summary, scope.label, extracted, prepared, Budget(), windows, store, started
             ),
             windows,
+            names,
         )
         context.log.info(
             f"plan: {summary.plan.requests_needed} requests for {scope.label}; nothing was sent"
         )
 
 
-erzycall_plan = dg.GraphDefinition(name="erzycall_plan", node_defs=[plan_contacts]).to_job(
-    partitions_def=crm_groups_partitions,
-    executor_def=dg.in_process_executor,
-    description="Dry run: plans the sync of the chosen groups (requests needed, ETA at your "
-    "limits) and records the plan as observations. Sends nothing, materializes nothing.",
-)
+erzycall_plan = build_plan_job()

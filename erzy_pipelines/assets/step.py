@@ -8,6 +8,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRunStatus
@@ -24,9 +25,15 @@ from erzy_pipelines.incremental import (
     gc_paused,
     prepare_incremental,
 )
+from erzy_pipelines.names import SyncNames
 from erzy_pipelines.partitions import SyncScope, unknown_groups
 from erzy_pipelines.pipeline import group_keys_of
-from erzy_pipelines.resources import CrmDatabaseResource, ErzyCallResource
+from erzy_pipelines.resources import (
+    CrmDatabaseResource,
+    ErzyCallResource,
+    SyncPolicyResource,
+    SyncStateResource,
+)
 from erzy_pipelines.runtime.dead_runs import free_if_done
 from erzy_pipelines.runtime.pool import PoolSlot
 from erzy_pipelines.runtime.process import ProcessIdentity
@@ -34,6 +41,25 @@ from erzy_pipelines.runtime.stop import StopSignal, SyncStopped
 
 Context = dg.AssetExecutionContext | dg.OpExecutionContext
 STOPPING = (DagsterRunStatus.CANCELING, DagsterRunStatus.CANCELED)
+
+
+class SyncResources(NamedTuple):
+    """One sync's four resources, found under its names (``crm`` or ``<name>_crm``...)."""
+
+    crm: CrmDatabaseResource
+    state: SyncStateResource
+    policy: SyncPolicyResource
+    erzycall: ErzyCallResource
+
+    KINDS = ("crm", "state", "policy", "erzycall")
+
+    @classmethod
+    def keys(cls, names: SyncNames) -> set[str]:
+        return {names.name(kind) for kind in cls.KINDS}
+
+    @classmethod
+    def of(cls, context: Context, names: SyncNames) -> SyncResources:
+        return cls(*(getattr(context.resources, names.name(kind)) for kind in cls.KINDS))
 
 
 @contextmanager
@@ -134,12 +160,17 @@ def read_and_prepare(
     return extracted, prepared
 
 
-def send_slot(context: Context, store: StateStore, stop: StopSignal) -> Callable:
-    """The context manager a sync enters right before its first request: the ``erzycall_api``
-    pool slot, then the leases of runs that have ended or died are given back (a killed run's
-    in-flight contact must not wait out its lease)."""
+def send_slot(context: Context, store: StateStore, stop: StopSignal, pool: str) -> Callable:
+    """The context manager a sync enters right before its first request: its ``pool`` slot
+    (``erzycall_api``, or ``<name>_erzycall_api``), then the leases of runs that have ended or
+    died are given back (a killed run's in-flight contact must not wait out its lease)."""
     slot = PoolSlot(
-        context.instance, context.run_id, context.op_handle.name, stop=stop, log=context.log.info
+        context.instance,
+        context.run_id,
+        context.op_handle.name,
+        stop=stop,
+        log=context.log.info,
+        pool=pool,
     )
 
     @contextmanager
@@ -161,21 +192,22 @@ def bind_account(
     context: Context,
     store: StateStore,
     erzycall: ErzyCallResource,
-    state_url: str,
+    state: SyncStateResource,
     stop: StopSignal,
     *,
     dry_run: bool,
 ) -> tuple[StateStore, Account]:
-    """The state of the ErzyCall account this run addresses (``accounts.py``): known at no
-    cost, or recognized with a few GETs; it is said in the log when it was not simply known."""
+    """The state of the ErzyCall account this run addresses, in the sync's namespace
+    (``accounts.py``): known at no cost, or recognized with a few GETs; it is said in the log
+    when it was not simply known."""
 
     @contextmanager
     def probing() -> Iterator[Probe]:
-        with contextlib.closing(erzycall.make_client(state_url, sleep=stop.sleep)) as client:
+        with contextlib.closing(erzycall.make_client(state.url, sleep=stop.sleep)) as client:
             yield probe_with(client)
 
     account = account_for_run(
-        store, erzycall.credential(), dry_run=dry_run, open_probe=probing
+        store, erzycall.credential(state.namespace), dry_run=dry_run, open_probe=probing
     )
     if not account.known:
         spent = f" ({account.probes} request(s) to find out)" if account.probes else ""

@@ -25,6 +25,7 @@ from erzy_pipelines.assets.schemas import (
     OPERATIONS_SCHEMA,
 )
 from erzy_pipelines.assets.step import (
+    SyncResources,
     bind_account,
     budget_spent_message,
     read_and_prepare,
@@ -35,19 +36,13 @@ from erzy_pipelines.assets.step import (
 from erzy_pipelines.core.budget import format_duration, seconds_for_requests
 from erzy_pipelines.core.group_figures import group_figures
 from erzy_pipelines.incremental import Prepared
-from erzy_pipelines.partitions import crm_groups_partitions, run_partition_keys, scope_for
+from erzy_pipelines.names import DEFAULT, SyncNames
+from erzy_pipelines.partitions import partitions_def, run_partition_keys, scope_for
 from erzy_pipelines.pipeline import duplicate_phones
-from erzy_pipelines.resources import (
-    CrmDatabaseResource,
-    ErzyCallResource,
-    SyncPolicyResource,
-    SyncStateResource,
-)
+from erzy_pipelines.resources import SyncPolicyResource
 from erzy_pipelines.runtime.stop import SyncStopped
 from erzy_pipelines.sync_run import run_sync
 from erzy_pipelines.upsert import Budget
-
-GROUP = "erzycall_sync"
 
 _SPECS = (
     (
@@ -84,21 +79,38 @@ _SPECS = (
     ),
 )
 
-SPECS = [
-    dg.AssetSpec(
-        key,
-        deps=[SYNC_KEYS[i - 1]] if i else [],
-        description=description,
-        kinds=kinds,
-        group_name=GROUP,
-        partitions_def=crm_groups_partitions,
-        metadata={"dagster/column_schema": schema},
-        skippable=True,  # materialized through per-partition events, never an output value
-    )
-    for i, (key, (description, kinds, schema)) in enumerate(zip(SYNC_KEYS, _SPECS, strict=True))
-]
+def sync_specs(names: SyncNames) -> list[dg.AssetSpec]:
+    """The five assets of one sync."""
+    keys = names.asset_keys
+    return [
+        dg.AssetSpec(
+            key,
+            deps=[keys[i - 1]] if i else [],
+            description=description,
+            kinds=kinds,
+            group_name=names.group,
+            partitions_def=partitions_def(names),
+            metadata={"dagster/column_schema": schema},
+            skippable=True,  # materialized through per-partition events, never an output value
+        )
+        for i, (key, (description, kinds, schema)) in enumerate(zip(keys, _SPECS, strict=True))
+    ]
 
-CHECKS = [
+
+def sync_checks(names: SyncNames) -> list[dg.AssetCheckSpec]:
+    """The checks of one sync's assets."""
+    return [
+        dg.AssetCheckSpec(
+            spec.name,
+            asset=names.key(spec.asset_key.path[-1]),
+            description=spec.description,
+            blocking=spec.blocking,
+        )
+        for spec in _CHECKS
+    ]
+
+
+_CHECKS = [
     dg.AssetCheckSpec(
         "reject_rate_below_threshold",
         asset=NORMALIZED,
@@ -138,12 +150,14 @@ def _budget(config: SyncRunConfig, policy: SyncPolicyResource) -> Budget:
     return Budget(max_requests=requests or None, max_seconds=seconds or None)
 
 
-def reject_rate_check(prepared: Prepared, threshold: float) -> dg.AssetCheckResult:
+def reject_rate_check(
+    prepared: Prepared, threshold: float, names: SyncNames = DEFAULT
+) -> dg.AssetCheckResult:
     rejected = len(prepared.rejects)
     total = prepared.accepted + rejected
     rate = rejected / total if total else 0.0
     return dg.AssetCheckResult(
-        asset_key=NORMALIZED,
+        asset_key=names.key(NORMALIZED),
         check_name="reject_rate_below_threshold",
         passed=rate <= threshold,
         severity=dg.AssetCheckSeverity.WARN,
@@ -151,18 +165,18 @@ def reject_rate_check(prepared: Prepared, threshold: float) -> dg.AssetCheckResu
     )
 
 
-def _duplicates_check(duplicated: list[str]) -> dg.AssetCheckResult:
+def _duplicates_check(duplicated: list[str], names: SyncNames) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        asset_key=DEDUPED,
+        asset_key=names.key(DEDUPED),
         check_name="no_duplicate_phones",
         passed=not duplicated,
         metadata={"duplicated_phones": len(duplicated)},
     )
 
 
-def _failed_check(failed: int) -> dg.AssetCheckResult:
+def _failed_check(failed: int, names: SyncNames) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        asset_key=CONTACTS,
+        asset_key=names.key(CONTACTS),
         check_name="no_failed_operations",
         passed=failed == 0,
         severity=dg.AssetCheckSeverity.WARN,
@@ -170,30 +184,45 @@ def _failed_check(failed: int) -> dg.AssetCheckResult:
     )
 
 
-@dg.multi_asset(
-    name="sync_contacts",
-    specs=SPECS,
-    check_specs=CHECKS,
-    can_subset=False,
-    partitions_def=crm_groups_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    description="CRM → normalize → dedupe → ErzyCall → audit, in one step for the run's groups.",
-)
-def sync_contacts(
+Event = dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckResult
+
+
+def build_sync_asset(names: SyncNames = DEFAULT) -> dg.AssetsDefinition:
+    """The sync's one step, producing the five assets of ``names``."""
+
+    @dg.multi_asset(
+        name=names.name("sync_contacts"),
+        specs=sync_specs(names),
+        check_specs=sync_checks(names),
+        can_subset=False,
+        partitions_def=partitions_def(names),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        required_resource_keys=SyncResources.keys(names),
+        description="CRM → normalize → dedupe → ErzyCall → audit, in one step for the run's "
+        "groups.",
+    )
+    def sync_contacts(context: dg.AssetExecutionContext, config: SyncRunConfig) -> Iterator[Event]:
+        yield from _sync(context, config, names, SyncResources.of(context, names))
+
+    return sync_contacts
+
+
+def _sync(
     context: dg.AssetExecutionContext,
     config: SyncRunConfig,
-    crm: CrmDatabaseResource,
-    state: SyncStateResource,
-    policy: SyncPolicyResource,
-    erzycall: ErzyCallResource,
-) -> Iterator[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckResult]:
+    names: SyncNames,
+    resources: SyncResources,
+) -> Iterator[Event]:
+    crm, state, policy, erzycall = resources
     erzycall.check_usable()  # before anything is read or recorded: a bad setting costs nothing
     started = time.monotonic()
-    store, scope, windows = state.store(), scope_for(context), erzycall.windows()
+    store, scope, windows = state.store(), scope_for(context, names), erzycall.windows()
     keys = run_partition_keys(context)
     budget = _budget(config, policy)
     with sync_step(context) as stop, retried_on_infrastructure(context):
-        store, account = bind_account(context, store, erzycall, state.url, stop, dry_run=False)
+        store, account = bind_account(
+            context, store, erzycall, state, stop, dry_run=False
+        )
         extracted, prepared = read_and_prepare(
             context,
             crm=crm,
@@ -207,10 +236,10 @@ def sync_contacts(
         if duplicated:
             figures = group_figures(keys, extracted.records, **prepared.parts())
             yield from events.partition_events(
-                figures, extracted, windows=windows, keys=SYNC_KEYS[:3]
+                figures, extracted, windows=windows, keys=SYNC_KEYS[:3], names=names
             )
-            yield reject_rate_check(prepared, policy.reject_rate_warn)
-            yield _duplicates_check(duplicated)
+            yield reject_rate_check(prepared, policy.reject_rate_warn, names)
+            yield _duplicates_check(duplicated, names)
             raise dg.Failure(
                 description=f"{len(duplicated)} phone(s) are held by two deduped contacts "
                 "(no_duplicate_phones failed); nothing was sent.",
@@ -231,10 +260,11 @@ def sync_contacts(
             run_id=context.run_id,
             partition_key=scope.label,
             reconcile=config.full_resync,
+            respect_deleted=policy.deleted_in_erzycall == "respect",
             budget=budget,
             on_progress=progress,
             stop=stop,
-            send_slot=send_slot(context, store, stop),
+            send_slot=send_slot(context, store, stop, names.pool),
             account=account,
             ownership=policy.owner(extracted.managed_groups),
             lease_seconds=policy.lease_seconds,
@@ -250,19 +280,27 @@ def sync_contacts(
         )
         # A run that could not finish sending reports what it did, but does not mark the
         # ErzyCall side of its partitions as materialized: they show as failed.
-        yield from events.partition_events(figures, extracted, windows=windows, keys=SYNC_KEYS[:3])
         yield from events.partition_events(
-            figures, extracted, windows=windows, keys=SYNC_KEYS[3:], observe=not complete
+            figures, extracted, windows=windows, keys=SYNC_KEYS[:3], names=names
+        )
+        yield from events.partition_events(
+            figures,
+            extracted,
+            windows=windows,
+            keys=SYNC_KEYS[3:],
+            observe=not complete,
+            names=names,
         )
         yield events.run_observation(
             events.run_totals(
                 summary, scope.label, extracted, prepared, budget, windows, store, started
             ),
             windows,
+            names,
         )
-        yield reject_rate_check(prepared, policy.reject_rate_warn)
-        yield _duplicates_check([])
-        yield _failed_check(summary.counts["failed"])
+        yield reject_rate_check(prepared, policy.reject_rate_warn, names)
+        yield _duplicates_check([], names)
+        yield _failed_check(summary.counts["failed"], names)
         if report.stopped:
             raise SyncStopped(report.stopped)
         if report.budget_frees_at is not None:
@@ -288,3 +326,7 @@ def sync_contacts(
                 allow_retries=False,
             )
 
+
+
+sync_contacts = build_sync_asset()
+"""The environment-variable sync's step (``definitions.py``)."""

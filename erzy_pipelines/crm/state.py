@@ -63,6 +63,8 @@ RUN_COUNT_FIELDS = (
     "deferred",
     "planned",
     "requests",
+    "drift_deleted",  # a reconcile's repairs: contacts deleted in ErzyCall, created again
+    "drift_edited",  # contacts edited in ErzyCall, their synced fields set back
 )
 
 
@@ -161,6 +163,8 @@ accounts = sa.Table(
     sa.Column("account_id", sa.String(32), primary_key=True),
     sa.Column("label", sa.String(500)),  # the API base URL it was first seen at
     sa.Column("created_at", UtcDateTime(), nullable=False),
+    # The sync it belongs to: "" for the environment-variable sync, else the sync's name.
+    sa.Column("namespace", sa.String(64), nullable=False, server_default=""),
     **TABLE_OPTIONS,
 )
 
@@ -438,7 +442,9 @@ def migrate(engine: Engine) -> None:
     - Contact state keyed by phone alone (``erzy_contact_state``) is copied into
       ``erzy_contacts`` under ``LEGACY_ACCOUNT``: the first account it is proven to describe
       takes it over (``accounts.py``); the old table is kept, renamed, and never read again.
-    - ``erzy_sync_audit`` and ``erzy_sync_runs`` get their ``account_id`` column.
+    - ``erzy_sync_audit`` and ``erzy_sync_runs`` get their ``account_id`` column,
+      ``erzy_contacts`` its ``source_fp``, ``erzy_accounts`` its ``namespace`` ("") and
+      ``erzy_sync_runs`` its ``drift_*`` counts (0).
     """
     inspector = sa.inspect(engine)
     tables = set(inspector.get_table_names())
@@ -447,6 +453,17 @@ def migrate(engine: Engine) -> None:
             _try_ddl(engine, f"ALTER TABLE {table.name} ADD COLUMN account_id VARCHAR(32)")
     if "source_fp" not in {c["name"] for c in inspector.get_columns(contact_state.name)}:
         _try_ddl(engine, f"ALTER TABLE {contact_state.name} ADD COLUMN source_fp BIGINT")
+    run_columns = {c["name"] for c in inspector.get_columns(sync_runs.name)}
+    for name in ("drift_deleted", "drift_edited"):
+        if name not in run_columns:
+            _try_ddl(
+                engine, f"ALTER TABLE {sync_runs.name} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
+            )
+    if "namespace" not in {c["name"] for c in inspector.get_columns(accounts.name)}:
+        _try_ddl(
+            engine,
+            f"ALTER TABLE {accounts.name} ADD COLUMN namespace VARCHAR(64) NOT NULL DEFAULT ''",
+        )
     if _BEFORE_ACCOUNTS not in tables:
         return
     try:

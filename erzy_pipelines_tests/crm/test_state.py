@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -388,6 +388,40 @@ def test_a_state_database_from_before_fingerprints_gets_source_fp(any_db_url: st
         assert store.settled_fingerprints() == {PHONE: 12345}
         store.mark_settled([(PHONE, "another hash", 999)])  # a stale plan changes nothing
         assert store.settled_fingerprints([PHONE]) == {PHONE: 12345}
+
+
+def test_a_state_database_from_before_namespaces_gets_them_and_keeps_its_accounts(
+    any_db_url: str,
+) -> None:
+    """``erzy_accounts`` without ``namespace`` and ``erzy_sync_runs`` without the ``drift_*``
+    counts (the previous release): the upgrade adds them; existing accounts belong to the
+    environment-variable sync's namespace ("") and old runs count no drift."""
+    from erzy_pipelines.crm.state import TABLE_OPTIONS, accounts, sync_runs
+
+    engine = sa.create_engine(any_db_url)
+    meta = sa.MetaData()
+    old_accounts = sa.Table(
+        accounts.name, meta, *[c._copy() for c in accounts.columns if c.name != "namespace"],
+        **TABLE_OPTIONS,
+    )
+    old_runs = sa.Table(
+        sync_runs.name, meta,
+        *[c._copy() for c in sync_runs.columns if not c.name.startswith("drift_")],
+        **TABLE_OPTIONS,
+    )
+    meta.create_all(engine)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(old_accounts.insert(), [{"account_id": "a1", "label": "u", "created_at": now}])
+        old_run = {"run_id": "r0", "started_at": now, "status": "ok", "dry_run": False}
+        conn.execute(old_runs.insert(), [{**old_run, "created": 3}])
+    engine.dispose()
+    for _ in range(2):
+        with StateStore(any_db_url) as store, store.engine.connect() as conn:
+            row = conn.execute(sa.select(accounts)).mappings().one()
+            assert (row["account_id"], row["namespace"]) == ("a1", "")
+            run = conn.execute(sa.select(sync_runs)).mappings().one()
+            assert (run["created"], run["drift_deleted"], run["drift_edited"]) == (3, 0, 0)
 
 
 def test_the_record_cache_round_trips_on_every_backend(any_db_url: str) -> None:
