@@ -108,6 +108,15 @@ class ReconcileSettings(dg.Model, dg.Resolvable):
     check_cron = pydantic.field_validator("cron")(classmethod(lambda cls, v: _cron(v)))
 
 
+class RemovalSettings(dg.Model, dg.Resolvable):
+    """Opt-in: delete from ErzyCall the contacts the sync created once their CRM records are
+    gone; above ``max_per_run`` or ``max_share`` of the synced contacts, delete nothing."""
+
+    enabled: bool = False
+    max_per_run: int = pydantic.Field(default=100, ge=0)
+    max_share: float = pydantic.Field(default=0.05, ge=0, le=1)
+
+
 class PolicySettings(dg.Model, dg.Resolvable):
     """Normalization and budget settings."""
 
@@ -130,6 +139,7 @@ class ErzyCallContactSync(dg.Component, dg.Model, dg.Resolvable):
     state: StateSettings = StateSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
+    removal: RemovalSettings = RemovalSettings()
     policy: PolicySettings = PolicySettings()
 
     @pydantic.field_validator("name")
@@ -161,6 +171,9 @@ class ErzyCallContactSync(dg.Component, dg.Model, dg.Resolvable):
             reject_rate_warn=self.policy.reject_rate_warn,
             ownership=self.policy.ownership,
             deleted_in_erzycall=self.reconcile.deleted_in_erzycall,
+            delete_removed=self.removal.enabled,
+            max_deletions_per_run=self.removal.max_per_run,
+            max_deletion_share=self.removal.max_share,
             lease_seconds=self.policy.lease_seconds,
             schedule_cron=self.schedule.cron,
             reconcile_cron=self.reconcile.cron,

@@ -64,6 +64,9 @@ class SyncConfig:
     reject_rate_warn: float = 0.2
     ownership: str = "merge"
     deleted_in_erzycall: str = "recreate"
+    delete_removed: bool = False
+    max_deletions_per_run: int = 100
+    max_deletion_share: float = 0.05
     lease_seconds: float = 120.0
     schedule_cron: str = DAILY_CRON
     reconcile_cron: str = RECONCILE_CRON
@@ -89,6 +92,10 @@ class SyncConfig:
         _one_of(
             "reconcile.deleted_in_erzycall", self.deleted_in_erzycall, DELETED_IN_ERZYCALL_MODES
         )
+        if self.max_deletions_per_run < 0:
+            raise ConfigError("removal.max_per_run must be 0 or more")
+        if not 0 <= self.max_deletion_share <= 1:
+            raise ConfigError("removal.max_share must be between 0 and 1 (0.05 = 5%)")
         if self.lease_seconds < 2 * self.timeout_seconds:
             raise ConfigError(
                 f"lease_seconds={self.lease_seconds:g} must be at least twice "
@@ -128,6 +135,9 @@ def build_resources(config: SyncConfig) -> dict[str, dg.ConfigurableResource]:
             reject_rate_warn=config.reject_rate_warn,
             ownership=config.ownership,
             deleted_in_erzycall=config.deleted_in_erzycall,
+            delete_removed=config.delete_removed,
+            max_deletions_per_run=config.max_deletions_per_run,
+            max_deletion_share=config.max_deletion_share,
             lease_seconds=config.lease_seconds,
         ),
     }

@@ -224,6 +224,9 @@ class SyncPolicyResource(dg.ConfigurableResource):
     reject_rate_warn: float = 0.2
     ownership: str = "merge"  # see core/ownership.py: merge (keep ErzyCall users' edits) or replace
     deleted_in_erzycall: str = "recreate"  # reconcile: recreate, or respect until the CRM changes
+    delete_removed: bool = False  # opt-in: delete what the sync created once its records are gone
+    max_deletions_per_run: int = 100
+    max_deletion_share: float = 0.05
     lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     def owner(self, managed_groups: frozenset[str]) -> Ownership:

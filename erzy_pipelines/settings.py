@@ -89,6 +89,15 @@ def _settings() -> tuple[Setting, ...]:
         ),
         Setting("ERZY_RECONCILE_ENABLED", "true", "the weekly reconcile schedule starts on"),
         Setting(
+            "ERZY_DELETE_REMOVED",
+            "false",
+            "delete from ErzyCall the contacts the sync created once their CRM records are gone",
+        ),
+        Setting("ERZY_MAX_DELETIONS_PER_RUN", "100", "above this many, a run deletes nothing"),
+        Setting(
+            "ERZY_MAX_DELETION_SHARE", "0.05", "above this share of synced contacts, none either"
+        ),
+        Setting(
             "ERZY_DELETED_IN_ERZYCALL",
             "recreate",
             "a contact deleted in ErzyCall, unchanged in the CRM: recreate, or respect (until the "

@@ -21,6 +21,7 @@ from erzy_pipelines.core.group_figures import SENT_OUTCOMES
 from erzy_pipelines.core.ownership import REPLACE, Ownership
 from erzy_pipelines.core.payload import payload_hash, to_payload
 from erzy_pipelines.core.plan import ContactState, Operation, Plan, plan_operations
+from erzy_pipelines.core.removal import Removal, plan_removals
 from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.erzycall.models import Contact as RemoteContact
 from erzy_pipelines.incremental import gc_paused
@@ -52,6 +53,7 @@ RUN_COUNTERS = {
     "failed": ("failed",),
     "deferred": ("deferred",),
     "planned": ("planned",),
+    "deleted": ("deleted",),
 }
 
 
@@ -209,6 +211,7 @@ def run_sync(
     dry_run: bool = False,
     reconcile: bool = False,
     respect_deleted: bool = False,
+    removal: Removal | None = None,
     budget: Budget | None = None,
     on_progress: ProgressCallback | None = None,
     stop: StopSignal | None = None,
@@ -291,6 +294,18 @@ def run_sync(
                     current_known=bool(current),
                     fingerprints=fingerprints,
                 )
+            deletions, report.removal_refused = _removals(store, removal)
+            if deletions:
+                plan = Plan(
+                    plan.operations + deletions,
+                    plan.unchanged,
+                    plan.skipped,
+                    plan.requests_needed + len(deletions),
+                )
+                if dry_run:
+                    planned = planned_results(Plan(deletions))
+                    store.add_audit([r.audit_row(run_id, partition_key) for r in planned])
+                    report.results += planned
             if fingerprints is not None and not dry_run:
                 store.mark_settled(
                     (c.phone, payload_hash(to_payload(c)), fingerprints[c.phone])
@@ -324,6 +339,7 @@ def run_sync(
                 current=current,
             )
             sent.requests += report.requests
+            sent.removal_refused = report.removal_refused
             report = sent
         sending.close()
         outcomes = _run_counts(store, run_id, [c.phone for c in plan.unchanged] + list(settled))
@@ -382,6 +398,13 @@ def _plan_dry_run(
         if written is not None:
             written.result()
     return Plan([], unchanged, skipped, needed), results
+
+
+def _removals(store: Any, removal: Removal | None) -> tuple[list[Operation], str | None]:
+    """The DELETEs of the opt-in removal (none when it is off), or none and why."""
+    if removal is None:
+        return [], None
+    return plan_removals(store.created_contacts(), store.synced_count(), removal)
 
 
 def _status(report: SyncReport, counts: dict[str, int]) -> str:

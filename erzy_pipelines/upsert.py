@@ -63,6 +63,7 @@ OUTCOMES = (
     "updated",
     "adopted",
     "recreated",
+    "deleted",
     "unchanged",
     "deferred",
     "failed",
@@ -138,6 +139,7 @@ class SyncReport:
     misconfigured: bool = False  # aborted after 404s in a row: wrong URL, proxy, other org
     stopped: str | None = None  # a stop was requested (SIGTERM, Ctrl-C, run canceled): why
     budget_frees_at: float | None = None  # the key's budget was spent (429): when it frees
+    removal_refused: str | None = None  # the opt-in removal's guards stopped it: why
 
     @property
     def counts(self) -> Counter[str]:
@@ -202,6 +204,8 @@ class _Executor:
         try:
             if op.action == Action.CREATE:
                 self._create(op, result)
+            elif op.action == Action.DELETE:
+                self._delete(op, result)
             else:
                 self._update(op, result)
         except LeaseLost as exc:
@@ -233,6 +237,20 @@ class _Executor:
             return
         result.http_status = 201
         self._succeeded(op, result, remote.id, created=True, outcome=outcome)
+
+    def _delete(self, op: Operation, result: OperationResult) -> None:
+        """Remove a contact the sync created (opt-in): gone already (by hand, or our own
+        earlier attempt whose answer was lost) is as good as deleted."""
+        assert op.remote_id is not None
+        try:
+            self.client.delete_contact(op.remote_id, op.idempotency_key)
+            result.http_status = 204
+        except errors.NotFoundError as exc:
+            if not _is_deleted(exc):
+                raise
+            result.http_status = 404
+        self.store.record_deleted(op.contact.phone, self.run_id)
+        result.outcome = "deleted"
 
     def _adopt(self, op: Operation, result: OperationResult) -> None:
         existing = self.client.find_contact_by_phone(op.contact.phone)
@@ -347,6 +365,8 @@ def _replan_under_lease(store: Any, op: Operation, ownership: Ownership) -> Oper
     diffed against what was really sent last, under a key of its own — or nothing (``None``).
     """
     current = store.load_states([op.contact.phone]).get(op.contact.phone)
+    if op.action is Action.DELETE:  # still the contact this run planned to remove?
+        return op if current is not None and current.remote_id == op.remote_id else None
     fresh = plan_contact(op.contact, current, ownership)
     if fresh is None or fresh.action is Action.SKIP_REJECTED:
         return None

@@ -158,6 +158,8 @@ class RunTotals:
     result_count: int = 0
     account: str = ""  # the ErzyCall account (state namespace) the run addressed
     budget_frees_at: float | None = None  # the key's budget was spent: when it frees (epoch)
+    deletions: Sequence[Mapping[str, Any]] = ()  # removals planned or done (opt-in)
+    removal_refused: str | None = None  # the removal's guards stopped it: why
 
 
 def run_observation(
@@ -189,6 +191,7 @@ def run_observation(
         **{name: int(totals.counts.get(name, 0)) for name in totals.counts},
         "duration_seconds": round(totals.duration_seconds, 3),
         **_budget_spent(totals.budget_frees_at),
+        **_removals(totals),
         "operations": dg.MetadataValue.md(
             md_table(
                 totals.results,
@@ -199,6 +202,23 @@ def run_observation(
         ),
     }
     return dg.AssetObservation(names.key(CONTACTS), metadata=metadata)
+
+
+def _removals(totals: RunTotals) -> dict[str, Any]:
+    """The opt-in removal: what it deletes (or would, on a plan), or why it deleted nothing."""
+    out: dict[str, Any] = {"deletions": len(totals.deletions)}
+    if totals.deletions:
+        out["deletions_list"] = dg.MetadataValue.md(
+            md_table(
+                totals.deletions,
+                ("phone", "crm_ids", "remote_id", "outcome", "http_status"),
+                limit=PREVIEW_OPERATIONS,
+                total=len(totals.deletions),
+            )
+        )
+    if totals.removal_refused:
+        out["removal_refused"] = totals.removal_refused
+    return out
 
 
 def _budget_spent(frees_at: float | None) -> dict[str, Any]:
@@ -239,4 +259,8 @@ def run_totals(
         duration_seconds=time.monotonic() - started,
         results=[r.audit_row("", scope) for r in summary.report.results[:PREVIEW_OPERATIONS]],
         result_count=len(summary.report.results),
+        deletions=[
+            r.audit_row("", scope) for r in summary.report.results if r.action == "delete"
+        ],
+        removal_refused=summary.report.removal_refused,
     )

@@ -14,7 +14,13 @@ from collections.abc import Iterator
 import dagster as dg
 
 from erzy_pipelines.assets import events
-from erzy_pipelines.assets.step import SyncResources, bind_account, read_and_prepare, sync_step
+from erzy_pipelines.assets.step import (
+    SyncResources,
+    bind_account,
+    read_and_prepare,
+    removal_for,
+    sync_step,
+)
 from erzy_pipelines.core.group_figures import group_figures
 from erzy_pipelines.names import DEFAULT, SyncNames
 from erzy_pipelines.partitions import partitions_def, run_partition_keys, scope_for
@@ -61,6 +67,7 @@ def _plan(
             run_id=context.run_id,
             partition_key=scope.label,
             dry_run=True,
+            removal=removal_for(policy, scope, extracted),
             account=account,
             ownership=policy.owner(extracted.managed_groups),
         )

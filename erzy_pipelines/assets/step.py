@@ -15,6 +15,7 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 from sqlalchemy import exc as sa_exc
 
 from erzy_pipelines.accounts import Account, Probe, account_for_run, probe_with
+from erzy_pipelines.core.removal import Removal
 from erzy_pipelines.crm.record_cache import RecordCache
 from erzy_pipelines.crm.state import StateStore
 from erzy_pipelines.erzycall import errors
@@ -213,6 +214,21 @@ def bind_account(
         spent = f" ({account.probes} request(s) to find out)" if account.probes else ""
         context.log.info(f"ErzyCall account {account.account_id}: {account.note}{spent}.")
     return store.with_account(account.account_id), account
+
+
+def removal_for(
+    policy: SyncPolicyResource, scope: SyncScope, extracted: Extracted
+) -> Removal | None:
+    """The opt-in removal of a run over the whole CRM (a group run never removes anything)."""
+    if not policy.delete_removed or scope.groups is not None:
+        return None
+    records = extracted.records
+    return Removal(
+        present_phones=frozenset(r.phone for r in records if r.phone is not None),
+        present_crm_ids=frozenset(r.crm_id for r in records if r.crm_id is not None),
+        max_per_run=policy.max_deletions_per_run,
+        max_share=policy.max_deletion_share,
+    )
 
 
 def budget_spent_message(frees_at: float, counts: Mapping[str, int]) -> str:

@@ -29,6 +29,7 @@ from erzy_pipelines.assets.step import (
     bind_account,
     budget_spent_message,
     read_and_prepare,
+    removal_for,
     retried_on_infrastructure,
     send_slot,
     sync_step,
@@ -125,6 +126,13 @@ _CHECKS = [
         "phone, the run stops before sending anything.",
     ),
     dg.AssetCheckSpec(
+        "deletions_within_guards",
+        asset=CONTACTS,
+        description="With ERZY_DELETE_REMOVED on: fails, deleting nothing, when more contacts "
+        "the sync created lost their CRM records than ERZY_MAX_DELETIONS_PER_RUN or "
+        "ERZY_MAX_DELETION_SHARE allow (a broken query must not empty ErzyCall).",
+    ),
+    dg.AssetCheckSpec(
         "no_failed_operations",
         asset=CONTACTS,
         description="Warns when operations failed this run (they are retried next run; a "
@@ -181,6 +189,17 @@ def _failed_check(failed: int, names: SyncNames) -> dg.AssetCheckResult:
         passed=failed == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"failed": failed},
+    )
+
+
+def _removal_check(refused: str | None, deleted: int, names: SyncNames) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=names.key(CONTACTS),
+        check_name="deletions_within_guards",
+        passed=refused is None,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=refused,
+        metadata={"deleted": deleted},
     )
 
 
@@ -261,6 +280,7 @@ def _sync(
             partition_key=scope.label,
             reconcile=config.full_resync,
             respect_deleted=policy.deleted_in_erzycall == "respect",
+            removal=removal_for(policy, scope, extracted),
             budget=budget,
             on_progress=progress,
             stop=stop,
@@ -301,6 +321,7 @@ def _sync(
         yield reject_rate_check(prepared, policy.reject_rate_warn, names)
         yield _duplicates_check([], names)
         yield _failed_check(summary.counts["failed"], names)
+        yield _removal_check(summary.report.removal_refused, summary.counts["deleted"], names)
         if report.stopped:
             raise SyncStopped(report.stopped)
         if report.budget_frees_at is not None:

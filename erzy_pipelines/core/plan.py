@@ -48,6 +48,7 @@ key": never equal to a payload hash, so the next plan sends every field under a 
 class Action(StrEnum):
     CREATE = "create"
     UPDATE = "update"
+    DELETE = "delete"  # opt-in removal of a contact the sync created (core/removal.py)
     UNCHANGED = "unchanged"
     SKIP_REJECTED = "skip_rejected"
 

@@ -63,6 +63,7 @@ RUN_COUNT_FIELDS = (
     "deferred",
     "planned",
     "requests",
+    "deleted",  # contacts the sync created and removed (opt-in, core/removal.py)
     "drift_deleted",  # a reconcile's repairs: contacts deleted in ErzyCall, created again
     "drift_edited",  # contacts edited in ErzyCall, their synced fields set back
 )
@@ -444,7 +445,7 @@ def migrate(engine: Engine) -> None:
       takes it over (``accounts.py``); the old table is kept, renamed, and never read again.
     - ``erzy_sync_audit`` and ``erzy_sync_runs`` get their ``account_id`` column,
       ``erzy_contacts`` its ``source_fp``, ``erzy_accounts`` its ``namespace`` ("") and
-      ``erzy_sync_runs`` its ``drift_*`` counts (0).
+      ``erzy_sync_runs`` its ``deleted`` and ``drift_*`` counts (0).
     """
     inspector = sa.inspect(engine)
     tables = set(inspector.get_table_names())
@@ -454,7 +455,7 @@ def migrate(engine: Engine) -> None:
     if "source_fp" not in {c["name"] for c in inspector.get_columns(contact_state.name)}:
         _try_ddl(engine, f"ALTER TABLE {contact_state.name} ADD COLUMN source_fp BIGINT")
     run_columns = {c["name"] for c in inspector.get_columns(sync_runs.name)}
-    for name in ("drift_deleted", "drift_edited"):
+    for name in ("deleted", "drift_deleted", "drift_edited"):
         if name not in run_columns:
             _try_ddl(
                 engine, f"ALTER TABLE {sync_runs.name} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
@@ -627,6 +628,49 @@ class StateStore:
                 .first()
             )
         return None if row is None else _decode_state_row(row)
+
+    def created_contacts(self) -> Iterator[tuple[ContactState, list[str]]]:
+        """(state, CRM ids) of every contact the sync created that ErzyCall holds: what the
+        opt-in removal looks among (``core/removal.py``)."""
+        c = contact_state.c
+        query = sa.select(contact_state).where(
+            self._mine(c.created_by_sync.is_(True), c.remote_id.is_not(None))
+        )
+        with self._engine.connect() as conn:
+            rows = list(conn.execute(query).mappings())
+        for row in rows:
+            yield self._to_state(row), list(_decode_state_row(row)["crm_ids"] or [])
+
+    def synced_count(self) -> int:
+        """How many contacts of this account ErzyCall holds (a stored id)."""
+        c = contact_state.c
+        query = sa.select(sa.func.count()).where(self._mine(c.remote_id.is_not(None)))
+        with self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def record_deleted(self, phone: str, run_id: str) -> None:
+        """The sync deleted this contact from ErzyCall (fenced): the state forgets its id and
+        payload, so a CRM record with this phone later is created again."""
+        self._fenced(
+            phone,
+            run_id,
+            {
+                "remote_id": None,
+                "last_payload": None,
+                "last_hash": None,
+                "source_fp": None,
+                "created_by_sync": False,
+                "last_outcome": "deleted",
+                "last_error_code": None,
+                "last_error_message": None,
+                "rejected_hash": None,
+                "failure_count": 0,
+                "pending_hash": None,
+                "pending_key": None,
+                "pending_run_id": None,
+                "deferred": 0,
+            },
+        )
 
     def known_remote_ids(self, limit: int = 3) -> list[tuple[str, str]]:
         """(phone, remote id) of the contacts confirmed most recently: what probing an account

@@ -117,6 +117,7 @@ def test_reject_rate_and_failed_operation_checks_warn(harness, monkeypatch):
         "reject_rate_below_threshold": (False, WARN, False),
         "no_failed_operations": (False, WARN, False),
         "no_duplicate_phones": (True, ERROR, True),
+        "deletions_within_guards": (True, ERROR, False),  # removal is off: nothing to guard
     }
     failed = [r for r in harness.state().audit_rows(run_id=run_id) if r["outcome"] == "failed"]
     assert failed[0]["http_status"] == 400 and failed[0]["error_code"] == "VALIDATION_ERROR"

@@ -1,0 +1,138 @@
+"""Opt-in removal of what the sync created: the real sync against the sandbox over HTTP, one
+state database and one Dagster instance kept across runs."""
+
+from __future__ import annotations
+
+from erzy_pipelines_tests.assets.conftest import people, person
+
+N = 60
+
+
+def _phone(i: int) -> str:
+    return f"+1415555{1000 + i:04d}"  # person(i)'s phone in E.164
+
+
+def remove_people(h, ids) -> None:
+    with h.engine.begin() as conn:
+        conn.execute(people.delete().where(people.c.id.in_(list(ids))))
+
+
+def setup(h, monkeypatch, **settings: str):
+    """N people in the CRM, two of them (1, 2) already in ErzyCall before the first sync
+    (adopted, not created by the sync); removal on with the given guards."""
+    monkeypatch.setenv("ERZY_DELETE_REMOVED", "true")
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    for i in (1, 2):
+        h.sandbox.add_contact_direct({"phone": _phone(i), "title": f"Person {i} (by hand)"})
+    h.add_people(person(i) for i in range(1, N + 1))
+    assert h.sync()[0] == 0
+    assert len(h.remote_by_phone()) == N
+
+
+def audit(h, action: str) -> list[dict]:
+    return [r for r in h.state().audit_rows(h.last_run_id()) if r["action"] == action]
+
+
+def test_removal_is_off_by_default(harness):
+    h = harness
+    h.add_people(person(i) for i in range(1, N + 1))
+    assert h.sync()[0] == 0
+    remove_people(h, [5, 6])
+    assert h.sync()[0] == 0
+    assert h.writes_since_sync() == [] and len(h.remote_by_phone()) == N
+
+
+def test_removal_deletes_only_created_contacts_after_listing_them_in_the_dry_run(
+    harness, monkeypatch
+):
+    h = harness
+    setup(h, monkeypatch)
+    remove_people(h, [1, 5, 6, 7])  # 1 was adopted: never deleted
+
+    code, [plan] = h.sync(dry_run=True)
+    assert code == 0 and h.requests_since_sync() == []
+    planned = audit(h, "delete")
+    assert sorted((r["phone"], r["crm_ids"], r["outcome"]) for r in planned) == [
+        (_phone(i), str(i), "planned") for i in (5, 6, 7)
+    ]
+    totals = h.run_totals()
+    assert totals["deletions"] == 3 and totals["requests_needed"] == 3
+    assert all(f"| {i} |" in totals["deletions_list"] for i in (5, 6, 7))  # CRM ids
+
+    code, [summary] = h.sync()
+    assert code == 0 and summary["deleted"] == 3 and summary["requests"] == 3
+    assert [r.method for r in h.writes_since_sync()] == ["DELETE"] * 3
+    remote = h.remote_by_phone()
+    assert set(remote) == {_phone(i) for i in range(1, N + 1)} - {_phone(i) for i in (5, 6, 7)}
+    deleted = audit(h, "delete")
+    assert sorted((r["crm_ids"], r["outcome"]) for r in deleted) == [
+        ("5", "deleted"), ("6", "deleted"), ("7", "deleted")
+    ]
+    assert h.sync()[0] == 0 and h.requests_since_sync() == []  # nothing left to do
+
+    h.add_people([person(5)])  # the record comes back: the contact is created again
+    assert h.sync()[0] == 0
+    assert [r.method for r in h.writes_since_sync()] == ["POST"]
+
+
+def test_more_deletions_than_allowed_per_run_deletes_nothing_and_fails_the_check(
+    harness, monkeypatch
+):
+    h = harness
+    setup(h, monkeypatch, ERZY_MAX_DELETIONS_PER_RUN="2")
+    remove_people(h, [10, 11, 12])
+    code, [summary] = h.sync()
+    assert summary["deleted"] == 0 and h.writes_since_sync() == []
+    check = _check(h, "deletions_within_guards")
+    assert check.passed is False
+    assert "3 contacts" in check.description and "more than the 2" in check.description
+    assert "nothing was deleted" in h.run_totals()["removal_refused"]
+
+    monkeypatch.setenv("ERZY_MAX_DELETIONS_PER_RUN", "3")  # raised: now they go
+    assert h.sync()[1][0]["deleted"] == 3
+    assert _check(h, "deletions_within_guards").passed is True
+
+
+def test_a_share_above_the_guard_deletes_nothing(harness, monkeypatch):
+    h = harness
+    setup(h, monkeypatch)  # 60 synced: 5% is 3
+    remove_people(h, [20, 21, 22, 23])
+    code, [summary] = h.sync()
+    assert summary["deleted"] == 0 and h.writes_since_sync() == []
+    check = _check(h, "deletions_within_guards")
+    assert check.passed is False and "5%" in check.description
+
+
+def test_a_group_run_never_deletes(harness, monkeypatch):
+    h = harness
+    h.add_memberships([(i, "vip") for i in range(1, 11)])
+    setup(h, monkeypatch)
+    remove_people(h, [3, 30])
+    assert h.sync(["vip"])[0] == 0
+    assert [r.method for r in h.writes_since_sync()] == []
+    assert h.sync()[1][0]["deleted"] == 2  # the next full run does
+
+
+def _check(h, name: str):
+    records = h.instance.get_records_for_run(h.last_run_id()).records
+    found = [
+        r.event_log_entry.dagster_event.event_specific_data
+        for r in records
+        if r.event_log_entry.dagster_event is not None
+        and r.event_log_entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    (check,) = [c for c in found if c.check_name == name]
+    return check
+
+
+def test_removal_settings_are_checked():
+    from erzy_pipelines.factory import ConfigError, SyncConfig
+
+    for bad in (dict(max_deletion_share=5.0), dict(max_deletions_per_run=-1)):
+        try:
+            SyncConfig(**bad).validate()
+        except ConfigError as exc:
+            assert "removal.max_" in str(exc)
+        else:
+            raise AssertionError(f"{bad} accepted")
