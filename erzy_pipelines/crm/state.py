@@ -428,6 +428,17 @@ def _truncate(message: str | None, limit: int = ERROR_MESSAGE_MAX) -> str | None
 
 
 _STATE_FIELDS = {f.name for f in dataclasses.fields(ContactState)}
+#: A contact whose last write is settled: no error, intent, rejection, failure or deferral left.
+_NOTHING_PENDING: dict[str, Any] = {
+    "last_error_code": None,
+    "last_error_message": None,
+    "rejected_hash": None,
+    "failure_count": 0,
+    "pending_hash": None,
+    "pending_key": None,
+    "pending_run_id": None,
+    "deferred": 0,
+}
 
 
 # --------------------------------------------------------------------------- migrations
@@ -661,14 +672,7 @@ class StateStore:
                 "source_fp": None,
                 "created_by_sync": False,
                 "last_outcome": "deleted",
-                "last_error_code": None,
-                "last_error_message": None,
-                "rejected_hash": None,
-                "failure_count": 0,
-                "pending_hash": None,
-                "pending_key": None,
-                "pending_run_id": None,
-                "deferred": 0,
+                **_NOTHING_PENDING,
             },
         )
 
@@ -882,14 +886,7 @@ class StateStore:
             "source_fp": source_fp,
             "crm_ids": _dumps(sorted(set(crm_ids))),
             "last_outcome": outcome,
-            "last_error_code": None,
-            "last_error_message": None,
-            "rejected_hash": None,
-            "failure_count": 0,
-            "pending_hash": None,
-            "pending_key": None,
-            "pending_run_id": None,
-            "deferred": 0,
+            **_NOTHING_PENDING,
         }
         if created:  # never reset: a contact this sync created stays ours
             values["created_by_sync"] = True
