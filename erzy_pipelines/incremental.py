@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from erzy_pipelines.core.dedupe import Merge, dedupe
@@ -95,6 +96,7 @@ class Extracted:
     managed_groups: frozenset[str] = frozenset()  # every ErzyCall group id the mapping uses
     normalized: int = 0  # records normalized this run (the others were unchanged)
     vanished: int = 0  # records gone from the CRM since the last run
+    read_started: datetime | None = None  # when the run began reading the CRM (UTC)
 
 
 @dataclass

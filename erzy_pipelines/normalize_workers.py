@@ -13,6 +13,7 @@ A worker ignores Ctrl-C (the run decides when to stop) and exits when its stdin 
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import queue
 import signal
@@ -76,12 +77,23 @@ class WorkerPool:
     """``workers`` normalizing processes; see the module docstring."""
 
     def __init__(self, workers: int) -> None:
-        self._procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-            )
-            for _ in range(workers)
-        ]
+        # The run's own import path (its working folder included), as a spawn would pass it.
+        path = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        env = {**os.environ, "PYTHONPATH": path}
+        self._procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for _ in range(workers):
+                self._procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", __name__],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        env=env,
+                    )
+                )
+        except BaseException:
+            self._stop(kill=True)
+            raise
         self._idle: queue.SimpleQueue[subprocess.Popen[bytes]] = queue.SimpleQueue()
         for proc in self._procs:
             self._idle.put(proc)
@@ -98,8 +110,12 @@ class WorkerPool:
                 _send(proc.stdin, (rows, region))
                 ok, answer = _receive(proc.stdout)
             except (EOFError, BrokenPipeError):
+                try:
+                    code: int | None = proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    code = None
                 raise RuntimeError(
-                    f"a normalizing worker process ended unexpectedly (exit code {proc.poll()})"
+                    f"a normalizing worker process ended unexpectedly (exit code {code})"
                 ) from None
             if not ok:
                 raise RuntimeError(f"a normalizing worker process failed:\n{answer}")
@@ -110,8 +126,11 @@ class WorkerPool:
     def shutdown(self, wait: bool = True) -> None:
         """Stop the workers: after their current chunk when ``wait``, at once otherwise."""
         self._threads.shutdown(wait=wait, cancel_futures=True)
+        self._stop(kill=not wait)
+
+    def _stop(self, *, kill: bool) -> None:
         for proc in self._procs:
-            if not wait:
+            if kill:
                 proc.kill()
             if proc.stdin is not None:
                 with contextlib.suppress(OSError):  # BrokenPipeError: it is gone already

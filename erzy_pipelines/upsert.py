@@ -357,6 +357,16 @@ def _deferred(ops: Iterable[Operation], reason: str) -> list[OperationResult]:
     return [OperationResult.of(op, "deferred", error_code=reason) for op in ops]
 
 
+def _checked_under_lease(
+    store: Any, op: Operation, ownership: Ownership, reconciled: bool
+) -> Operation | None:
+    """The operation to send now that this run holds the contact's lease. A write planned from
+    a full listing stands as it is; anything else is planned again (and a deletion checked)."""
+    if reconciled and op.action is not Action.DELETE:
+        return op
+    return _replan_under_lease(store, op, ownership)
+
+
 def _replan_under_lease(store: Any, op: Operation, ownership: Ownership) -> Operation | None:
     """Plan the contact again against its state as it is now that this run holds its lease.
 
@@ -365,8 +375,12 @@ def _replan_under_lease(store: Any, op: Operation, ownership: Ownership) -> Oper
     diffed against what was really sent last, under a key of its own — or nothing (``None``).
     """
     current = store.load_states([op.contact.phone]).get(op.contact.phone)
-    if op.action is Action.DELETE:  # still the contact this run planned to remove?
-        return op if current is not None and current.remote_id == op.remote_id else None
+    if op.action is Action.DELETE:  # still the contact, as it was, this run planned to remove?
+        unchanged = current is not None and (current.remote_id, current.last_payload) == (
+            op.remote_id,
+            op.last_sent,
+        )
+        return op if unchanged else None
     fresh = plan_contact(op.contact, current, ownership)
     if fresh is None or fresh.action is Action.SKIP_REJECTED:
         return None
@@ -435,7 +449,7 @@ def execute_plan(
             break
         if not store.claim(op.contact.phone, run_id, keeper.lease_seconds):
             result = _deferred([op], "claimed_by_another_run")[0]
-        elif (fresh := op if reconciled else _replan_under_lease(store, op, ownership)) is None:
+        elif (fresh := _checked_under_lease(store, op, ownership, reconciled)) is None:
             store.release(op.contact.phone, run_id)
             result = _unchanged(op)
         else:

@@ -118,6 +118,7 @@ def read_and_prepare(
     """The run's CRM records, normalized where they changed, and the contacts to plan
     (``incremental.py``; ``replan_all``: every contact, for a full resync). Fails at once,
     naming the CRM's groups, when the run selected a group the CRM does not have."""
+    read_started = dt.datetime.now(dt.UTC)
     engine = crm.engine()
     cache = RecordCache(store)
     whole = scope.groups is None
@@ -152,6 +153,7 @@ def read_and_prepare(
             replan_all=replan_all,
             log=context.log.info,
         )
+    extracted.read_started = read_started
     context.log.info(
         f"{scope.label}: {len(extracted.records)} CRM records ({extracted.same_phone} share a "
         f"phone with a member, {extracted.stranded} left a group); "
@@ -228,6 +230,7 @@ def removal_for(
         present_crm_ids=frozenset(r.crm_id for r in records if r.crm_id is not None),
         max_per_run=policy.max_deletions_per_run,
         max_share=policy.max_deletion_share,
+        before=extracted.read_started,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from erzy_pipelines.core.normalize import Contact
 from erzy_pipelines.core.payload import idempotency_key
@@ -33,6 +34,9 @@ class Removal:
     present_crm_ids: frozenset[str]  # ids of the CRM records read this run (rejects included)
     max_per_run: int = 100
     max_share: float = 0.05
+    # When the run began reading the CRM: a contact another run wrote since then may stem
+    # from a record this run did not see; it is left for the next run to judge.
+    before: datetime | None = None
 
 
 def plan_deletion(state: ContactState, crm_ids: Iterable[str]) -> Operation:
@@ -52,7 +56,9 @@ def plan_deletion(state: ContactState, crm_ids: Iterable[str]) -> Operation:
         updated_at=None,
     )
     key = idempotency_key("delete", state.phone, seq, DELETE_HASH)
-    return Operation(Action.DELETE, contact, {}, {}, DELETE_HASH, state.remote_id, seq, key)
+    return Operation(
+        Action.DELETE, contact, {}, {}, DELETE_HASH, state.remote_id, seq, key, state.last_payload
+    )
 
 
 def plan_removals(

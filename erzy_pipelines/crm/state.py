@@ -588,16 +588,22 @@ class StateStore:
                 self._blank_rows(conn, chunk)
                 conn.execute(contact_state.update().where(where).values(values))
 
-    def _fenced(self, phone: str, run_id: str, values: Mapping[str, Any]) -> None:
-        """UPDATE one contact only while ``run_id`` holds its lease; else LeaseLost."""
+    def _fenced(
+        self, phone: str, run_id: str, values: Mapping[str, Any], *, not_ours_unless: Any = None
+    ) -> None:
+        """UPDATE one contact only while ``run_id`` holds its lease; else LeaseLost.
+        ``not_ours_unless``: a remote id; when the stored one differs, the contact is no longer
+        marked as created by the sync (it now points at a contact the sync adopted)."""
         c = contact_state.c
-        stmt = (
-            contact_state.update()
-            .where(self._mine(c.phone == phone, c.lease_run_id == run_id))
-            .values({**values, "updated_at": _utcnow()})
-        )
+        mine = self._mine(c.phone == phone, c.lease_run_id == run_id)
+        stmt = contact_state.update().where(mine).values({**values, "updated_at": _utcnow()})
 
         def txn(conn: Connection) -> None:
+            if not_ours_unless is not None:  # before remote_id is overwritten below
+                other = sa.or_(c.remote_id.is_(None), c.remote_id != not_ours_unless)
+                conn.execute(
+                    contact_state.update().where(mine, other).values(created_by_sync=False)
+                )
             if conn.execute(stmt).rowcount != 1:
                 raise LeaseLost(f"run {run_id} no longer holds the lease of this contact")
 
@@ -640,12 +646,16 @@ class StateStore:
             )
         return None if row is None else _decode_state_row(row)
 
-    def created_contacts(self) -> Iterator[tuple[ContactState, list[str]]]:
-        """(state, CRM ids) of every contact the sync created that ErzyCall holds: what the
-        opt-in removal looks among (``core/removal.py``)."""
+    def created_contacts(
+        self, before: datetime | None = None
+    ) -> Iterator[tuple[ContactState, list[str]]]:
+        """(state, CRM ids) of every contact the sync created that ErzyCall holds, last
+        written ``before`` (when given): what the opt-in removal looks among
+        (``core/removal.py``)."""
         c = contact_state.c
+        written = sa.true() if before is None else c.updated_at < before
         query = sa.select(contact_state).where(
-            self._mine(c.created_by_sync.is_(True), c.remote_id.is_not(None))
+            self._mine(c.created_by_sync.is_(True), c.remote_id.is_not(None), written)
         )
         with self._engine.connect() as conn:
             rows = list(conn.execute(query).mappings())
@@ -888,9 +898,11 @@ class StateStore:
             "last_outcome": outcome,
             **_NOTHING_PENDING,
         }
-        if created:  # never reset: a contact this sync created stays ours
+        if created:
             values["created_by_sync"] = True
-        self._fenced(phone, run_id, values)
+            self._fenced(phone, run_id, values)
+        else:  # ours only while it is the very contact the sync created (not one it adopted)
+            self._fenced(phone, run_id, values, not_ours_unless=remote_id)
 
     def record_failure(
         self,
@@ -1017,7 +1029,7 @@ class StateStore:
 
         def txn(conn: Connection) -> None:
             for chunk in _chunks(prepared, _WRITE_ROWS):
-                insert_many(conn, sync_audit.insert(), _AUDIT_COLUMNS, chunk)
+                insert_many(conn, sync_audit.insert().inline(), _AUDIT_COLUMNS, chunk)
 
         self._write(txn)
 

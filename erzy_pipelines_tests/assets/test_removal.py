@@ -136,3 +136,37 @@ def test_removal_settings_are_checked():
             assert "removal.max_" in str(exc)
         else:
             raise AssertionError(f"{bad} accepted")
+
+
+def test_a_contact_adopted_in_place_of_one_the_sync_created_is_never_deleted(
+    harness, monkeypatch
+):
+    """The sync created it; someone deleted it in ErzyCall and created the phone again by hand;
+    the sync's next write meets 404, its recreate 409, and it adopts the hand-made contact.
+    That contact is not the sync's to delete."""
+    h = harness
+    setup(h, monkeypatch)
+    h.sandbox.app.store.delete(h.remote_by_phone()[_phone(9)]["id"])
+    h.sandbox.add_contact_direct({"phone": _phone(9), "title": "Made by hand"})
+    h.update_person(9, full_name="Nine, renamed")
+    assert h.sync()[0] == 0
+    assert h.state().state_row(_phone(9))["created_by_sync"] is False
+
+    remove_people(h, [9, 10])
+    code, [summary] = h.sync()
+    assert summary["deleted"] == 1  # 10, which the sync did create
+    remote = h.remote_by_phone()
+    assert _phone(9) in remote and _phone(10) not in remote
+
+
+def test_a_contact_written_after_the_run_began_reading_the_crm_is_left_for_the_next_run(
+    harness, monkeypatch
+):
+    import datetime as dt
+
+    h = harness
+    setup(h, monkeypatch)
+    store = h.state()
+    assert len(list(store.created_contacts())) == N - 2
+    long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    assert list(store.created_contacts(before=long_ago)) == []  # all written since
