@@ -44,15 +44,21 @@ def _cron(value: str) -> str:
 
 def _env_name(value: str) -> str:
     if not value or not value.replace("_", "").isalnum() or value[0].isdigit():
-        raise ValueError(
-            f"{value!r} is not an environment variable name: give the variable's name "
-            "(e.g. SALES_CRM_URL), never the secret itself"
+        raise ValueError(  # the value is not repeated: it may be the secret itself
+            "not an environment variable name: give the variable's name (e.g. SALES_CRM_URL), "
+            "never the secret itself"
         )
     return value
 
 
+#: Errors never repeat what was written in the YAML: a secret put where a name belongs stays out.
+_QUIET = pydantic.ConfigDict(hide_input_in_errors=True)
+
+
 class CrmSettings(dg.Model, dg.Resolvable):
     """The CRM database: the variable holding its SQLAlchemy URL, and the two SQL files."""
+
+    model_config = _QUIET
 
     url_env: str
     contacts_sql: str
@@ -63,6 +69,8 @@ class CrmSettings(dg.Model, dg.Resolvable):
 
 class ErzyCallSettings(dg.Model, dg.Resolvable):
     """The ErzyCall API: the variable holding the key, the base URL and the key's plan."""
+
+    model_config = _QUIET
 
     api_key_env: str
     base_url: str = REAL_API_BASE_URL
@@ -85,6 +93,8 @@ class ErzyCallSettings(dg.Model, dg.Resolvable):
 class StateSettings(dg.Model, dg.Resolvable):
     """The state database (sync state, audit, shared budget): the variable holding its URL."""
 
+    model_config = _QUIET
+
     url_env: str = "ERZY_STATE_DATABASE_URL"
 
     check_env = pydantic.field_validator("url_env")(classmethod(lambda cls, v: _env_name(v)))
@@ -93,6 +103,8 @@ class StateSettings(dg.Model, dg.Resolvable):
 class ScheduleSettings(dg.Model, dg.Resolvable):
     """The daily full sync."""
 
+    model_config = _QUIET
+
     cron: str = DAILY_CRON
 
     check_cron = pydantic.field_validator("cron")(classmethod(lambda cls, v: _cron(v)))
@@ -100,6 +112,8 @@ class ScheduleSettings(dg.Model, dg.Resolvable):
 
 class ReconcileSettings(dg.Model, dg.Resolvable):
     """The weekly reconcile: list ErzyCall, repair contacts deleted or edited there."""
+
+    model_config = _QUIET
 
     cron: str = RECONCILE_CRON
     enabled: bool = True
@@ -112,6 +126,8 @@ class RemovalSettings(dg.Model, dg.Resolvable):
     """Opt-in: delete from ErzyCall the contacts the sync created once their CRM records are
     gone; above ``max_per_run`` or ``max_share`` of the synced contacts, delete nothing."""
 
+    model_config = _QUIET
+
     enabled: bool = False
     max_per_run: int = pydantic.Field(default=100, ge=0)
     max_share: float = pydantic.Field(default=0.05, ge=0, le=1)
@@ -119,6 +135,8 @@ class RemovalSettings(dg.Model, dg.Resolvable):
 
 class PolicySettings(dg.Model, dg.Resolvable):
     """Normalization and budget settings."""
+
+    model_config = _QUIET
 
     default_region: str = "US"
     max_requests_per_run: int = pydantic.Field(default=0, ge=0)
