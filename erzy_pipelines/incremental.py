@@ -47,11 +47,11 @@ from erzy_pipelines.runtime.stop import StopSignal
 RULES_VERSION = 1
 """Bump when a normalization rule changes: every stored record is then normalized again."""
 
-PARALLEL_MIN_ROWS = 20_000
+PARALLEL_MIN_ROWS = 10_000
 """Fewer changed records than this are normalized in the run's own process (starting workers
 costs more than it saves)."""
-PARALLEL_CHUNK_ROWS = 5_000
-CACHE_WRITE_ROWS = 20_000
+PARALLEL_CHUNK_ROWS = 2_000
+CACHE_WRITE_ROWS = 5_000
 PREVIEW_ROWS = 10
 PREVIEW_SCAN_ROWS = 5_000
 """Previews (up to ``PREVIEW_ROWS`` per group) are taken from the first rows read."""
@@ -82,6 +82,7 @@ class Record:
     group_keys: tuple[str, ...]
     fingerprint: int
     phone: str | None = None  # E.164 when accepted; None when rejected (or not yet known)
+    result: Any = None  # this run's normalization of it, until the contacts are made
 
 
 @dataclass
@@ -344,16 +345,14 @@ def _clusters(records: Iterable[Record]) -> tuple[dict[str, int], set[str]]:
     return {phone: fp if fp < FP_MOD else fp % FP_MOD for phone, fp in sums.items()}, several
 
 
-def _contacts_of(
-    members: list[Record], fresh: Mapping[int, Result], cache: RecordCache
-) -> list[Contact]:
+def _contacts_of(members: list[Record], cache: RecordCache) -> list[Contact]:
     """The normalized contacts of these records: this run's, or those stored for them."""
     stored = cache.contacts(
-        r.crm_id for r in members if id(r) not in fresh and r.crm_id is not None
+        r.crm_id for r in members if r.result is None and r.crm_id is not None
     )
     contacts: list[Contact] = []
     for r in members:
-        result = fresh.get(id(r))
+        result = r.result
         if isinstance(result, Contact):
             contacts.append(result)
             continue
@@ -385,13 +384,12 @@ def prepare_incremental(
     ``replan_all`` (a full resync) plans every contact of the scope, settled or not."""
     known, stored_rejects = cache.load()
     in_scope = _Scope(scope, extra)
-    fresh: dict[int, Result] = {}
     to_store: dict[str, tuple[int, Result]] = {}
 
     def normalized(done: list[tuple[Any, Result]]) -> None:
         for record, result in done:
             record.phone = result.phone if isinstance(result, Contact) else None
-            fresh[id(record)] = result
+            record.result = result
             if record.crm_id is not None:
                 to_store[record.crm_id] = (record.fingerprint, result)
         if len(to_store) >= CACHE_WRITE_ROWS:
@@ -428,15 +426,17 @@ def prepare_incremental(
     }
     dirty = fingerprints.keys()
     redo = set(dirty) | (several & phones)
-    normalized = _contacts_of([r for r in run_records if r.phone in redo], fresh, cache)
+    normalized = _contacts_of([r for r in run_records if r.phone in redo], cache)
     contacts, merges, dedupe_rejects = dedupe(normalized)
     rejected_phones = {r.phone for r in dedupe_rejects}
 
     rejects: list[Reject] = []
     for r in run_records:
         if r.phone is None:
-            result = fresh.get(id(r))
+            result = r.result
             rejects.append(result if isinstance(result, Reject) else found.kept_rejects[id(r)])
+    for r in found.records:
+        r.result = None  # the contacts and rejects are in hand; the records stay small
     extracted = Extracted(
         records=run_records,
         columns=found.columns or ["crm_id", "title", "phone", "group_keys", "group_ids"],

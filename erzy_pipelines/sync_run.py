@@ -37,7 +37,7 @@ from erzy_pipelines.upsert import (
     remote_payload,
 )
 
-PLAN_CHUNK = 20_000
+PLAN_CHUNK = 5_000
 
 #: The runs table's counters, and which outcomes feed each.
 DELETED_IN_ERZYCALL_MODES = ("recreate", "respect")
