@@ -3,6 +3,8 @@ the CLI and `erzy-pipelines dev` give DAGSTER_HOME the pools, run retries and ru
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -123,6 +125,7 @@ def test_dev_from_a_wheel_uses_the_packaged_settings_and_starts_quietly(make_syn
             [sys.executable, "-m", "erzy_pipelines.cli", "dev", "--port", str(port),
              "--sandbox-port", str(sandbox_port)],
             env=env, cwd=world.workdir, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 120
@@ -138,7 +141,11 @@ def test_dev_from_a_wheel_uses_the_packaged_settings_and_starts_quietly(make_syn
         assert (home / "dagster.yaml").read_text() == _template(wheel_site)
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        try:
+            proc.wait(120)  # a stop that hangs fails the test
+        finally:  # no webserver or daemon left behind to slow the tests after this one
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
     text = log.read_text()
     assert "will not be used" not in text and "SupersessionWarning" not in text, text[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:  # the daemon ran on this home

@@ -7,6 +7,7 @@ skip on a developer machine and fail under CI=true.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -66,6 +67,7 @@ class DevServer:
                 [sys.executable, "-m", "erzy_pipelines.cli", "dev", "--port", str(self.port),
                  "--sandbox-port", str(self.sandbox_port)],
                 cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its whole tree can be ended, whatever hangs
             )
         self._wait_until_up()
 
@@ -126,10 +128,10 @@ class DevServer:
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # no webserver or daemon left behind
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
