@@ -329,6 +329,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     # Started from DAGSTER_HOME itself: dagster dev would otherwise warn that a dagster.yaml
     # in the current folder (a checkout's) "will not be used". Paths are absolute by now.
     os.environ["ERZY_DATA_DIR"] = str(data_dir())
+    # dagster dev inherits an ignored SIGINT (a process started with `&` or by a parent that
+    # ignores it) and would then never stop on the SIGINT forwarded below: reset it first.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     proc = subprocess.Popen(
         [
             sys.executable,

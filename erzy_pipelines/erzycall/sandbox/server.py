@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import sys
 import threading
@@ -292,7 +293,10 @@ class SandboxServer:
 
 
 def serve_forever(cfg: SandboxConfig | None = None) -> None:
-    """Run a sandbox in the foreground until Ctrl-C (the ``erzy-pipelines sandbox`` command)."""
+    """Run a sandbox in the foreground until Ctrl-C (the ``erzy-pipelines sandbox`` command).
+    Ctrl-C works even when the process was started with it ignored (``nohup``, ``&`` in a
+    script, a parent that ignores it): the promise printed below must hold."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     srv = SandboxServer(cfg or SandboxConfig(log_requests=True)).start()
     limits = ", ".join(f"{n}/{s:g}s" for n, s in srv.config.limits)
     print(f"ErzyCall sandbox API listening at {srv.base_url}")

@@ -162,13 +162,21 @@ def test_concurrent_creates_of_one_phone_make_one_contact(srv: SandboxServer) ->
     assert srv.stats()["writes"] == 2
 
 
-def test_serve_forever_prints_url_and_key_and_stops_on_ctrl_c() -> None:
+@pytest.mark.parametrize("started_with_ctrl_c_ignored", [False, True])
+def test_serve_forever_prints_url_and_key_and_stops_on_ctrl_c(started_with_ctrl_c_ignored) -> None:
+    """Also when started with SIGINT ignored (``nohup``, ``&`` in a script, a test runner that
+    ignores it): the printed "Ctrl-C to stop" must hold."""
     code = (
         "from erzy_pipelines.erzycall.sandbox import SandboxConfig, serve_forever\n"
         "serve_forever(SandboxConfig(port=0))\n"
     )
+
+    def ignore_ctrl_c() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=ignore_ctrl_c if started_with_ctrl_c_ignored else None,
     )
     try:
         assert proc.stdout is not None
