@@ -39,6 +39,25 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = os.environ.get("ERZY_SCREENSHOT_DIR")  # set to refresh the README's pictures
 
 
+def wait_until_up(
+    proc: subprocess.Popen, url: str, log: Path, instance: Any, partitions: list[str]
+) -> None:
+    """Until the webserver answers and each sensor has run (its partitions hold ``vip``)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/server_info", timeout=2):
+                pass
+            with instance() as opened:
+                if all("vip" in opened.get_dynamic_partitions(p) for p in partitions):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the dev server did not come up\n" + log.read_text()[-3000:])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,19 +95,7 @@ class DevServer:
         return self.data / "dagster_home"
 
     def _wait_until_up(self) -> None:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.url}/server_info", timeout=2):
-                    pass
-                with self.instance() as instance:
-                    if "vip" in instance.get_dynamic_partitions("crm_groups"):
-                        return  # the sensor has run: the CRM's groups are partitions
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError("dagster dev did not come up\n" + self.log.read_text()[-3000:])
+        wait_until_up(self.proc, self.url, self.log, self.instance, ["crm_groups"])
 
     def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.home))

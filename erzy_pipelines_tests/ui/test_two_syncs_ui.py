@@ -8,8 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from erzy_pipelines.cli import INSTANCE_TEMPLATE
 from erzy_pipelines.crm.seed import seed_demo_crm
 from erzy_pipelines.erzycall.sandbox import SandboxConfig, SandboxServer
 from erzy_pipelines.erzycall.sandbox.config import KeySpec
-from erzy_pipelines_tests.ui.conftest import _free_port, screenshot
+from erzy_pipelines_tests.ui.conftest import _free_port, screenshot, wait_until_up
 from erzy_pipelines_tests.ui.test_dagster_ui import open_page, pick_partitions, wait_for
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(600)]
@@ -70,22 +68,8 @@ class TwoSyncs:
         return dg.DagsterInstance.from_config(str(self.home))
 
     def _wait_until_up(self) -> None:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.url}/server_info", timeout=2):
-                    pass
-                with self.instance() as instance:
-                    if all(
-                        "vip" in instance.get_dynamic_partitions(f"{name}_crm_groups")
-                        for name in KEYS
-                    ):
-                        return  # both sensors have run
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError("dg dev did not come up\n" + self.log.read_text()[-3000:])
+        partitions = [f"{name}_crm_groups" for name in KEYS]
+        wait_until_up(self.proc, self.url, self.log, self.instance, partitions)
 
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGINT)
