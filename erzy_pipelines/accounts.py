@@ -152,28 +152,32 @@ def _register(
     *,
     new: bool,
     namespace: str = "",
-) -> None:
+) -> str:
+    """Note that this credential opens ``account_id``; returns the account it is registered
+    with. Two runs meeting a new credential at once (three group backfills started together)
+    both probe and both try to register it: the first wins, and the other takes the winner's
+    account instead of keeping state of its own, which would split the contacts' leases."""
     now = _now()
+    keys = account_keys.c
 
-    def txn(conn: Connection) -> None:
-        if new:
-            row = {"account_id": account_id, "label": base_url, "created_at": now}
-            insert_ignore(conn, accounts, [{**row, "namespace": namespace}])
-        insert_ignore(
-            conn,
-            account_keys,
-            [
-                {
-                    "base_url": base_url,
-                    "key_id": key_id,
-                    "account_id": account_id,
-                    "first_seen": now,
-                    "last_used": now,
-                }
-            ],
-        )
+    def txn(conn: Connection) -> str:
+        row = {
+            "base_url": base_url,
+            "key_id": key_id,
+            "account_id": account_id,
+            "first_seen": now,
+            "last_used": now,
+        }
+        insert_ignore(conn, account_keys, [row])
+        winner = conn.execute(
+            sa.select(keys.account_id).where(keys.base_url == base_url, keys.key_id == key_id)
+        ).scalar_one()
+        if new and winner == account_id:
+            created = {"account_id": account_id, "label": base_url, "created_at": now}
+            insert_ignore(conn, accounts, [{**created, "namespace": namespace}])
+        return winner
 
-    run_write(store.engine, txn)
+    return run_write(store.engine, txn, read_committed=True)
 
 
 def _adopt_legacy(store: StateStore, account_id: str) -> None:
@@ -206,17 +210,20 @@ def resolve_account(
         if not holds:
             continue
         if candidate == LEGACY_ACCOUNT:
-            account_id = uuid.uuid4().hex[:16]
-            _register(store, url, key_id, account_id, new=True, namespace=namespace)
-            _adopt_legacy(store, account_id)
+            mine = uuid.uuid4().hex[:16]
+            account_id = _register(store, url, key_id, mine, new=True, namespace=namespace)
+            if account_id == mine:
+                _adopt_legacy(store, account_id)
             note = "the state kept before accounts existed was found in this account"
         else:
-            account_id = candidate
-            _register(store, url, key_id, account_id, new=False)
+            account_id = _register(store, url, key_id, candidate, new=False)
             note = "a new key or URL of a known account (its contacts were found)"
         return Account(account_id, known=False, probes=spent, note=note)
-    account_id = uuid.uuid4().hex[:16]
-    _register(store, url, key_id, account_id, new=True, namespace=namespace)
+    mine = uuid.uuid4().hex[:16]
+    account_id = _register(store, url, key_id, mine, new=True, namespace=namespace)
+    if account_id != mine:
+        note = "a run started at the same time registered this key and URL first: its account"
+        return Account(account_id, known=False, probes=spent, note=note)
     note = (
         "new account: none of the known accounts' contacts were found with this key and URL"
         if spent

@@ -136,3 +136,47 @@ def test_a_state_database_from_before_accounts_is_migrated_and_taken_over(harnes
         ).scalar()
     assert "erzy_contact_state_before_accounts" in tables and "erzy_contact_state" not in tables
     assert legacy == 0, "the legacy state was taken over by the account it describes"
+
+
+def test_two_runs_meeting_a_new_key_at_once_share_one_account(any_db_url):
+    """Three group backfills started together with a key the state has not seen: each finds it
+    unknown and registers it. The one that registers second must take the first one's account,
+    not keep state of its own (its leases would then not hold the others back, and contacts
+    were POSTed twice). Here the second run registers while the first is still probing."""
+    from erzy_pipelines.accounts import resolve_account
+
+    base_url = "http://127.0.0.1:9/api/v1"
+    with StateStore(any_db_url) as store:
+        known = resolve_account(store, base_url, key_id_of(DEMO_API_KEY), probe=_never)
+        store.with_account(known.account_id).insert_baseline(
+            [
+                {
+                    "phone": "+14155550100",
+                    "remote_id": "contact_known",
+                    "last_payload": {"phone": "+14155550100"},
+                    "last_hash": "h",
+                    "crm_ids": ["1"],
+                    "source_fp": 1,
+                }
+            ]
+        )
+        new_key = key_id_of(ROTATED_KEY)
+        other: list = []
+
+        def probe_while_another_run_registers(remote_id: str) -> str | None:
+            if not other:  # the other run starts, probes and registers the key meanwhile
+                other.append(resolve_account(store, base_url, new_key, probe=lambda _: None))
+            return None  # another organization: a new account
+
+        first = resolve_account(store, base_url, new_key, probe=probe_while_another_run_registers)
+        assert other[0].note.startswith("new account") and other[0].probes == 1
+        assert first.account_id == other[0].account_id != known.account_id
+        assert "registered this key and URL first" in first.note and not first.new
+        assert known_account(store, base_url, new_key, touch=False) == first.account_id
+        with store.engine.connect() as conn:
+            ids = conn.execute(sa.text("SELECT account_id FROM erzy_accounts")).scalars().all()
+        assert sorted(ids) == sorted([known.account_id, first.account_id]), "no orphan account"
+
+
+def _never(remote_id: str) -> str | None:
+    raise AssertionError("nothing to probe in an empty state database")

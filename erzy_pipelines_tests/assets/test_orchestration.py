@@ -141,12 +141,16 @@ def test_concurrent_backfill_of_three_groups_shares_one_budget(
     multi = [i for i in grouped if len(_groups_of(i)) > 1]
     assert (len(grouped), len(multi)) == (22, 8)
 
-    _spawn_group_syncs(h, BACKFILL_GROUPS, "first")
+    outputs = _spawn_group_syncs(h, BACKFILL_GROUPS, "first")
     log = h.sandbox.request_log
     writes = [r for r in log if r.method in ("POST", "PATCH", "DELETE") and r.status != 429]
-    assert [w.method for w in writes] == ["POST"] * len(grouped), Counter(
-        (w.method, w.status) for w in writes
+    accounts = [line for o in outputs for line in o["output"].splitlines() if "account" in line]
+    assert [w.method for w in writes] == ["POST"] * len(grouped), (
+        Counter((w.method, w.status) for w in writes),
+        accounts,
     )
+    # The key was new to the state: the runs that met it at once all use one account.
+    assert len(h.state().runs()) == 3 and len({r["account_id"] for r in h.state().runs()}) == 1
     remote = h.remote_by_phone()  # asserts one contact per phone
     assert set(remote) == {_phone(i) for i in grouped}, "ungrouped contacts are not in the backfill"
     for i in grouped:
