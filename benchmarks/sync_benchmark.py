@@ -127,7 +127,8 @@ def fill_sandbox(env: dict[str, str], sandbox_db: Path) -> int:
     code = f"""
 import json, sqlite3, os, secrets
 os.environ.update({json.dumps({k: v for k, v in env.items() if k.startswith(("CRM_", "ERZY"))})})
-from erzy_pipelines.crm.extract import create_crm_engine, iter_contact_chunks, read_sql_file
+from erzy_pipelines.crm.extract import (create_crm_engine, load_memberships,
+    raw_contact_batches, read_sql_file)
 from erzy_pipelines.core.dedupe import dedupe
 from erzy_pipelines.core.normalize import Contact
 from erzy_pipelines.core.payload import to_payload
@@ -136,10 +137,15 @@ from erzy_pipelines.runtime.stop import StopSignal
 from erzy_pipelines.settings import apply_env_defaults, env
 apply_env_defaults()
 engine = create_crm_engine(env("CRM_DATABASE_URL"))
-rows = [r for chunk in iter_contact_chunks(engine, read_sql_file(env("CRM_CONTACTS_SQL")),
-        read_sql_file(env("CRM_MEMBERSHIPS_SQL"))) for r in chunk]
-results = normalize_many(rows, env("ERZY_DEFAULT_REGION"), StopSignal())
-del rows
+memberships = load_memberships(engine, read_sql_file(env("CRM_MEMBERSHIPS_SQL")))
+items = []
+for cols, rows in raw_contact_batches(engine, read_sql_file(env("CRM_CONTACTS_SQL"))):
+    i = cols.index("crm_id")
+    for row in rows:
+        crm_id = None if row[i] is None else str(row[i])
+        items.append((tuple(row), crm_id, memberships.get(crm_id, ())))
+results = normalize_many(cols, items, env("ERZY_DEFAULT_REGION"), StopSignal())
+del items
 contacts, _, _ = dedupe([r for r in results if isinstance(r, Contact)])
 db = sqlite3.connect({str(sandbox_db)!r})
 from erzy_pipelines.erzycall.sandbox.store import SCHEMA

@@ -35,13 +35,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from erzy_pipelines.core.crm_row import Membership, to_record
 from erzy_pipelines.core.dedupe import Merge, dedupe
 from erzy_pipelines.core.group_figures import UNGROUPED_KEY
 from erzy_pipelines.core.normalize import Contact, Reject
-from erzy_pipelines.crm.extract import Membership, to_record
 from erzy_pipelines.crm.record_cache import Known, RecordCache
-from erzy_pipelines.normalize_workers import Result, WorkerPool, normalize_chunk
+from erzy_pipelines.normalize_workers import (
+    Encoded,
+    Item,
+    Result,
+    WorkerPool,
+    decode,
+    normalize_items,
+)
 from erzy_pipelines.partitions import SyncScope
+from erzy_pipelines.runtime.background_writer import BackgroundWriter
 from erzy_pipelines.runtime.stop import StopSignal
 
 RULES_VERSION = 1
@@ -51,7 +59,7 @@ PARALLEL_MIN_ROWS = 10_000
 """Fewer changed records than this are normalized in the run's own process (starting workers
 costs more than it saves)."""
 PARALLEL_CHUNK_ROWS = 2_000
-CACHE_WRITE_ROWS = 5_000
+CACHE_WRITE_ROWS = 20_000
 PREVIEW_ROWS = 10
 PREVIEW_SCAN_ROWS = 5_000
 """Previews (up to ``PREVIEW_ROWS`` per group) are taken from the first rows read."""
@@ -188,10 +196,11 @@ def scan(
     stored_rejects: Mapping[str, Reject],
     region: str,
     in_scope: Callable[[str | None, tuple[str, ...]], bool],
-    on_changed: Callable[[Record, dict[str, Any]], None],
+    on_changed: Callable[[Record, list[str], Item], None],
 ) -> _Scan:
-    """Fingerprint every record; hand the raw row of each whose fingerprint is not the stored
-    one to ``on_changed``. ``known`` is consumed: what is left in it afterwards has vanished."""
+    """Fingerprint every record; hand each whose fingerprint is not the stored one to
+    ``on_changed`` with the query's columns and its raw item (row, crm_id, memberships).
+    ``known`` is consumed: what is left in it afterwards has vanished."""
     records: list[Record] = []
     changed = 0
     kept_rejects: dict[int, Reject] = {}
@@ -231,38 +240,38 @@ def scan(
                     slot = preview[slot_key] = []
                 if len(slot) < PREVIEW_ROWS:
                     wanted = slot
-            if is_new or wanted is not None:
-                row_dict = to_record(cols, row, crm_id, member_of)
-                if is_new:
-                    changed += 1
-                    on_changed(record, row_dict)
-                if wanted is not None:
-                    wanted.append(row_dict)
+            if is_new:
+                changed += 1
+                on_changed(record, cols, (tuple(row), crm_id, member_of))
+            if wanted is not None:
+                wanted.append(to_record(cols, row, crm_id, member_of))
     vanished = list(known)
     rows_preview = [row for slot in preview.values() for row in slot]
     return _Scan(records, changed, vanished, columns, rows_preview, kept_rejects)
 
 
 class StreamingNormalizer:
-    """Normalizes rows as a scan finds them, results handed back in the order rows came.
+    """Normalizes records as a scan finds them, results handed back in the order they came.
 
-    Rows are buffered until there are ``PARALLEL_MIN_ROWS`` of them; from then on they go in
+    Records are buffered until there are ``PARALLEL_MIN_ROWS`` of them; from then on they go in
     chunks to worker processes (``normalize_workers``), with at most two chunks per worker in
-    flight, so only those chunks' raw rows are held at any moment. Fewer
-    rows are normalized here at :meth:`finish`. The result is the same either way.
+    flight, so only those chunks' raw rows are held at any moment. Fewer records are
+    normalized here at :meth:`finish`. The result is the same either way: ``on_results`` gets
+    ``(tag, encoded)`` pairs (``normalize_workers.decode`` makes the contact or reject).
     """
 
     def __init__(
         self,
         region: str,
         stop: StopSignal,
-        on_results: Callable[[list[tuple[Any, Result]]], None],
+        on_results: Callable[[list[tuple[Any, Encoded]]], None],
         workers: int | None = None,
     ) -> None:
         self.region, self.stop, self.on_results = region, stop, on_results
         self.workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
-        self.pending: list[tuple[Any, dict[str, Any]]] = []
-        self.inflight: deque[tuple[list[Any], Future[list[Result]]]] = deque()
+        self.cols: list[str] = []
+        self.pending: list[tuple[Any, Item]] = []
+        self.inflight: deque[tuple[list[Any], Future[list[Encoded]]]] = deque()
         self.pool: WorkerPool | None = None
         self.count = 0
 
@@ -273,8 +282,11 @@ class StreamingNormalizer:
         if self.pool is not None:
             self.pool.shutdown(wait=exc[0] is None)
 
-    def add(self, tag: Any, row: dict[str, Any]) -> None:
-        self.pending.append((tag, row))
+    def add(self, tag: Any, cols: list[str], item: Item) -> None:
+        """Normalize ``item`` (a raw row in ``cols`` order, crm_id, memberships): every item of
+        one run has the same columns."""
+        self.cols = cols
+        self.pending.append((tag, item))
         self.count += 1
         if self.pool is None:
             if self.workers > 1 and len(self.pending) >= PARALLEL_MIN_ROWS:
@@ -287,8 +299,7 @@ class StreamingNormalizer:
         assert self.pool is not None
         for i in range(0, len(self.pending), PARALLEL_CHUNK_ROWS):
             chunk = self.pending[i : i + PARALLEL_CHUNK_ROWS]
-            rows = [row for _, row in chunk]
-            future = self.pool.submit(rows, self.region)
+            future = self.pool.submit(self.cols, [item for _, item in chunk], self.region)
             self.inflight.append(([tag for tag, _ in chunk], future))
             while len(self.inflight) > 2 * self.workers:
                 self._collect_oldest()
@@ -305,8 +316,8 @@ class StreamingNormalizer:
             for i in range(0, len(self.pending), PARALLEL_CHUNK_ROWS):
                 self.stop.check()
                 chunk = self.pending[i : i + PARALLEL_CHUNK_ROWS]
-                results = normalize_chunk([row for _, row in chunk], self.region)
-                self.on_results([(tag, r) for (tag, _), r in zip(chunk, results, strict=True)])
+                done = normalize_items(self.cols, [item for _, item in chunk], self.region)
+                self.on_results(list(zip((tag for tag, _ in chunk), done, strict=True)))
             self.pending = []
             return
         self._submit()
@@ -315,15 +326,17 @@ class StreamingNormalizer:
 
 
 def normalize_many(
-    rows: list[dict[str, Any]], region: str, stop: StopSignal, workers: int | None = None
+    cols: list[str], items: Sequence[Item], region: str, stop: StopSignal,
+    workers: int | None = None,
 ) -> list[Result]:
-    """Every row's contact or reject, in input order (on several processes when many)."""
+    """Every record's contact or reject, in input order (on several processes when many)."""
     out: list[Result] = []
+    shared: dict[Any, Any] = {}
     with StreamingNormalizer(
-        region, stop, lambda done: out.extend(r for _, r in done), workers
+        region, stop, lambda done: out.extend(decode(e, shared) for _, e in done), workers
     ) as normalizer:
-        for i, row in enumerate(rows):
-            normalizer.add(i, row)
+        for i, item in enumerate(items):
+            normalizer.add(i, cols, item)
         normalizer.finish()
     return out
 
@@ -384,25 +397,30 @@ def prepare_incremental(
     ``replan_all`` (a full resync) plans every contact of the scope, settled or not."""
     known, stored_rejects = cache.load()
     in_scope = _Scope(scope, extra)
-    to_store: dict[str, tuple[int, Result]] = {}
+    shared: dict[Any, Any] = {}  # equal tuples of the decoded contacts, held once
 
-    def normalized(done: list[tuple[Any, Result]]) -> None:
-        for record, result in done:
-            record.phone = result.phone if isinstance(result, Contact) else None
-            record.result = result
-            if record.crm_id is not None:
-                to_store[record.crm_id] = (record.fingerprint, result)
-        if len(to_store) >= CACHE_WRITE_ROWS:
-            cache.save(to_store)
-            to_store.clear()
+    with BackgroundWriter("erzy-record-cache") as writer:
+        to_store: dict[str, tuple[int, Result, bytes | None]] = {}
 
-    with StreamingNormalizer(region, stop, normalized, workers) as normalizer:
-        found = scan(
-            batches, memberships, known, stored_rejects, region, in_scope, normalizer.add
-        )
-        normalizer.finish()
-    cache.save(to_store, found.vanished)
-    to_store.clear()
+        def normalized(done: list[tuple[Any, Encoded]]) -> None:
+            nonlocal to_store
+            for record, encoded in done:
+                result = decode(encoded, shared)
+                record.phone = result.phone if isinstance(result, Contact) else None
+                record.result = result
+                if record.crm_id is not None:
+                    data = encoded if isinstance(encoded, bytes) else None
+                    to_store[record.crm_id] = (record.fingerprint, result, data)
+            if len(to_store) >= CACHE_WRITE_ROWS:
+                writer.submit(cache.save, to_store)
+                to_store = {}
+
+        with StreamingNormalizer(region, stop, normalized, workers) as normalizer:
+            found = scan(
+                batches, memberships, known, stored_rejects, region, in_scope, normalizer.add
+            )
+            normalizer.finish()
+        writer.submit(cache.save, to_store, found.vanished)
     stop.check()
     log(
         f"{len(found.records)} CRM records: {found.changed} new or changed (normalized), "

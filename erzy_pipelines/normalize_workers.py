@@ -7,6 +7,10 @@ its stdin, answering on its stdout. ``WorkerPool.submit`` returns a ``Future`` l
 ``concurrent.futures`` pools; one thread per worker does the exchange, so the pipes never
 deadlock and the run's thread only waits for results.
 
+What crosses the pipes is kept cheap to pickle, because a first run sends a million records
+each way: raw rows as the query returned them (the worker makes the row dicts), and each
+contact back as its ``encode_contact`` bytes, which the record cache stores as they are.
+
 A worker ignores Ctrl-C (the run decides when to stop) and exits when its stdin closes.
 """
 
@@ -20,38 +24,40 @@ import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
+from erzy_pipelines.core.contact_codec import decode_contact, encode_contact
+from erzy_pipelines.core.crm_row import Membership, to_record
 from erzy_pipelines.core.normalize import Contact, Reject, normalize_row
 
 Result = Contact | Reject
+Item = tuple[Sequence[Any], str | None, Sequence[Membership]]
+"""One record to normalize: its raw row (in the query's column order), crm_id as text, and
+its memberships."""
+Encoded = bytes | Reject
+"""A normalized record as it comes back: a contact's ``encode_contact`` bytes, or its reject."""
 _HEADER = 8  # bytes of the length prefix before each pickled message
 
 
-def normalize_chunk(rows: list[dict[str, Any]], region: str) -> list[Result]:
-    """Normalize a chunk. Equal tuples (groups, tags, warnings...) are made one object, so the
-    chunk travels and is held once per distinct value: a third less memory per contact."""
-    shared: dict[Any, Any] = {}
-    out: list[Result] = []
-    for row in rows:
-        result = normalize_row(row, region)
-        if isinstance(result, Contact):
-            result = Contact(
-                phone=result.phone,
-                title=result.title,
-                email=result.email,
-                notes=result.notes,
-                tags=shared.setdefault(result.tags, result.tags),
-                group_ids=shared.setdefault(result.group_ids, result.group_ids),
-                group_keys=shared.setdefault(result.group_keys, result.group_keys),
-                custom_fields=shared.setdefault(result.custom_fields, result.custom_fields),
-                crm_ids=result.crm_ids,
-                updated_at=result.updated_at,
-                warnings=shared.setdefault(result.warnings, result.warnings),
-            )
-        out.append(result)
+def normalize_items(cols: Sequence[str], items: Sequence[Item], region: str) -> list[Encoded]:
+    """Normalize a chunk of raw records, contacts encoded (see module)."""
+    out: list[Encoded] = []
+    for row, crm_id, member_of in items:
+        result = normalize_row(to_record(cols, row, crm_id, member_of), region)
+        out.append(encode_contact(result) if isinstance(result, Contact) else result)
     return out
+
+
+def decode(encoded: Encoded, shared: dict[Any, Any]) -> Result:
+    """The contact or reject a worker sent (``shared``: see ``contact_codec.decode_contact``)."""
+    if isinstance(encoded, Reject):
+        return encoded
+    contact = decode_contact(encoded, shared)
+    if contact is None:
+        raise RuntimeError("a normalizing worker sent a contact that does not decode")
+    return contact
 
 
 def _send(stream: IO[bytes], message: Any) -> None:
@@ -99,15 +105,18 @@ class WorkerPool:
             self._idle.put(proc)
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="erzy-normalize")
 
-    def submit(self, rows: list[dict[str, Any]], region: str) -> Future[list[Result]]:
-        return self._threads.submit(self._exchange, rows, region)
+    def submit(
+        self, cols: Sequence[str], items: Sequence[Item], region: str
+    ) -> Future[list[Encoded]]:
+        """``normalize_items(cols, items, region)`` on the next free worker."""
+        return self._threads.submit(self._exchange, (cols, items, region))
 
-    def _exchange(self, rows: list[dict[str, Any]], region: str) -> list[Result]:
+    def _exchange(self, task: tuple[Sequence[str], Sequence[Item], str]) -> list[Encoded]:
         proc = self._idle.get()
         try:
             assert proc.stdin is not None and proc.stdout is not None
             try:
-                _send(proc.stdin, (rows, region))
+                _send(proc.stdin, task)
                 ok, answer = _receive(proc.stdout)
             except (EOFError, BrokenPipeError):
                 try:
@@ -147,11 +156,11 @@ def main() -> None:
     sys.stdout = sys.stderr  # a stray print must not corrupt the answers
     while True:
         try:
-            rows, region = _receive(stdin)
+            cols, items, region = _receive(stdin)
         except EOFError:
             return
         try:
-            answer: tuple[bool, Any] = (True, normalize_chunk(rows, region))
+            answer: tuple[bool, Any] = (True, normalize_items(cols, items, region))
         except Exception:  # noqa: BLE001 - reported to the run, which raises it
             answer = (False, traceback.format_exc())
         _send(stdout, answer)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,18 +25,20 @@ from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.erzycall.models import Contact as RemoteContact
 from erzy_pipelines.incremental import gc_paused
 from erzy_pipelines.leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
+from erzy_pipelines.runtime.background_writer import BackgroundWriter
 from erzy_pipelines.runtime.stop import StopSignal, SyncStopped
 from erzy_pipelines.upsert import (
     Budget,
     OperationResult,
     ProgressCallback,
     SyncReport,
+    audit,
     execute_plan,
     planned_results,
     remote_payload,
 )
 
-PLAN_CHUNK = 5_000
+PLAN_CHUNK = 25_000
 
 #: The runs table's counters, and which outcomes feed each.
 DELETED_IN_ERZYCALL_MODES = ("recreate", "respect")
@@ -113,13 +114,16 @@ def _pre_send_rows(
 _RECORD_ACTIONS = ("reject", "merge")  # audit rows about a CRM record, not a contact
 
 
-def _run_counts(store: Any, run_id: str, unchanged: Sequence[str]) -> Counter[str]:
-    """Outcome counts of a run from its audit rows: rejects and merges one each, every contact
-    once by its latest outcome (a retried step may have tried it in an earlier attempt), plus
-    the unchanged contacts (by phone) no attempt of the run listed."""
+def _run_counts(
+    audited: Iterable[tuple[str, str, str]], unchanged: Sequence[str]
+) -> Counter[str]:
+    """Outcome counts of a run from its audit rows' (action, phone, outcome), newest first:
+    rejects and merges one each, every contact once by its latest outcome (a retried step may
+    have tried it in an earlier attempt), plus the unchanged contacts (by phone) no attempt of
+    the run listed."""
     outcomes: Counter[str] = Counter()
     latest: dict[str, str] = {}
-    for action, phone, outcome in store.audit_outcomes(run_id):  # newest first
+    for action, phone, outcome in audited:
         if action in _RECORD_ACTIONS:
             outcomes[outcome] += 1
         else:
@@ -127,6 +131,10 @@ def _run_counts(store: Any, run_id: str, unchanged: Sequence[str]) -> Counter[st
     outcomes.update(latest.values())
     outcomes["unchanged"] += sum(1 for phone in unchanged if phone not in latest)
     return outcomes
+
+
+def _newest_first(rows: Sequence[OperationResult]) -> Iterable[tuple[str, str, str]]:
+    return ((r.action, r.phone, r.outcome) for r in reversed(rows))
 
 
 @dataclass
@@ -282,9 +290,7 @@ def run_sync(
                     states,
                     ownership,
                     fingerprints,
-                    audit=lambda rows: store.add_audit(
-                        [r.audit_row(run_id, partition_key) for r in rows]
-                    ),
+                    audit=lambda rows: audit(store, rows, run_id, partition_key),
                 )
             else:
                 plan = plan_operations(
@@ -304,7 +310,7 @@ def run_sync(
                 )
                 if dry_run:
                     planned = planned_results(Plan(deletions))
-                    store.add_audit([r.audit_row(run_id, partition_key) for r in planned])
+                    audit(store, planned, run_id, partition_key)
                     report.results += planned
             if fingerprints is not None and not dry_run:
                 store.mark_settled(
@@ -321,7 +327,7 @@ def run_sync(
                 if not (r.action in _RECORD_ACTIONS and records_audited)
                 and not (r.action == "skip" and r.phone in skips_audited)
             ]
-            store.add_audit([r.audit_row(run_id, partition_key) for r in pre])  # one transaction
+            audit(store, pre, run_id, partition_key)
         if plan.operations and not dry_run:
             client = client or open_client()
             sent = execute_plan(
@@ -342,7 +348,11 @@ def run_sync(
             sent.removal_refused = report.removal_refused
             report = sent
         sending.close()
-        outcomes = _run_counts(store, run_id, [c.phone for c in plan.unchanged] + list(settled))
+        # What this attempt audited is at hand (a dry run wrote its plan before the rest); a
+        # retried step's earlier attempts are read back.
+        written = report.results + pre if dry_run else pre + report.results
+        audited = store.audit_outcomes(run_id) if earlier else _newest_first(written)
+        outcomes = _run_counts(audited, [c.phone for c in plan.unchanged] + list(settled))
         counts = {name: sum(outcomes[o] for o in feeds) for name, feeds in RUN_COUNTERS.items()}
         counts["requests"] = report.requests
         if drift is not None:
@@ -377,8 +387,7 @@ def _plan_dry_run(
     skipped: list[Operation] = []
     results: list[OperationResult] = []
     needed = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="erzy-audit") as writer:
-        written: Future[None] | None = None
+    with BackgroundWriter("erzy-audit") as writer:
         for i in range(0, len(contacts), PLAN_CHUNK):
             part = plan_operations(
                 contacts[i : i + PLAN_CHUNK],
@@ -391,12 +400,8 @@ def _plan_dry_run(
             skipped += part.skipped
             needed += part.requests_needed
             rows = planned_results(part)
-            if written is not None:
-                written.result()  # raises what the write raised
-            written = writer.submit(audit, rows)
+            writer.submit(audit, rows)
             results += rows
-        if written is not None:
-            written.result()
     return Plan([], unchanged, skipped, needed), results
 
 

@@ -50,7 +50,7 @@ from typing import Any
 from erzy_pipelines.core.ownership import REPLACE, Ownership
 from erzy_pipelines.core.payload import create_body, idempotency_key, payload_hash
 from erzy_pipelines.core.plan import Action, Operation, Plan, plan_contact
-from erzy_pipelines.crm.state import LeaseLost
+from erzy_pipelines.crm.state import AUDIT_FIELDS, LeaseLost
 from erzy_pipelines.erzycall import errors
 from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.erzycall.models import Contact as RemoteContact
@@ -100,10 +100,10 @@ class OperationResult:
     def of(cls, op: Operation, outcome: str, **fields: Any) -> OperationResult:
         """The result row of a planned operation; ``fields`` add status, error, attempts..."""
         row = cls(
-            phone=op.contact.phone,
-            crm_ids=tuple(op.contact.crm_ids),
-            action=str(op.action),
-            outcome=outcome,
+            op.contact.phone,
+            tuple(op.contact.crm_ids),
+            op.action.value,
+            outcome,
             remote_id=op.remote_id,
             payload_hash=op.payload_hash,
         )
@@ -111,21 +111,22 @@ class OperationResult:
             setattr(row, name, value)
         return row
 
+    def audit_values(self, run_id: str, partition_key: str) -> tuple[Any, ...]:
+        """This result as an audit row: ``StateStore.AUDIT_FIELDS`` order, created now."""
+        return (
+            run_id, partition_key, ",".join(self.crm_ids), self.phone, self.action, self.outcome,
+            self.http_status, self.error_code, self.error_message, self.attempts, self.remote_id,
+            self.payload_hash, None,
+        )
+
     def audit_row(self, run_id: str, partition_key: str) -> dict[str, Any]:
-        return {
-            "run_id": run_id,
-            "partition_key": partition_key,
-            "crm_ids": ",".join(self.crm_ids),
-            "phone": self.phone,
-            "action": self.action,
-            "outcome": self.outcome,
-            "http_status": self.http_status,
-            "error_code": self.error_code,
-            "error_message": self.error_message,
-            "attempts": self.attempts,
-            "remote_id": self.remote_id,
-            "payload_hash": self.payload_hash,
-        }
+        """The audit row by column name (for previews in the run's metadata)."""
+        return dict(zip(AUDIT_FIELDS, self.audit_values(run_id, partition_key), strict=True))
+
+
+def audit(store: Any, results: Iterable[OperationResult], run_id: str, partition_key: str) -> None:
+    """Write these results' audit rows in one transaction."""
+    store.add_audit_values([r.audit_values(run_id, partition_key) for r in results])
 
 
 @dataclass
@@ -478,7 +479,7 @@ def execute_plan(
                 )
                 rest = _deferred(ops[index + 1 :], "run_aborted")
                 report.results += [failed, *rest]
-                store.add_audit([r.audit_row(run_id, partition_key) for r in [failed, *rest]])
+                audit(store, [failed, *rest], run_id, partition_key)
                 store.record_deferred([r.phone for r in rest], run_id)
                 report.aborted = f"{exc.status} {exc.code}: {exc}"
                 break
@@ -486,7 +487,7 @@ def execute_plan(
                 keeper.let_go()
                 store.release(op.contact.phone, run_id)
         report.results.append(result)
-        store.add_audit([result.audit_row(run_id, partition_key)])
+        audit(store, [result], run_id, partition_key)
         if on_progress is not None:
             on_progress(index + 1, len(ops), client.requests_sent - start_requests)
         unavailable_streak = unavailable_streak + 1 if result.unavailable else 0
@@ -510,7 +511,7 @@ def execute_plan(
             break
     if left_over:
         report.results += left_over
-        store.add_audit([r.audit_row(run_id, partition_key) for r in left_over])
+        audit(store, left_over, run_id, partition_key)
         store.record_deferred([r.phone for r in left_over], run_id)
     report.requests = client.requests_sent - start_requests
     return report

@@ -18,6 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from erzy_pipelines import incremental
+from erzy_pipelines.core.crm_row import to_record
+from erzy_pipelines.core.normalize import normalize_row
 from erzy_pipelines.core.plan import plan_operations
 from erzy_pipelines.crm.extract import (
     create_crm_engine,
@@ -249,9 +251,12 @@ def test_normalizing_on_worker_processes_gives_the_same_results_in_the_same_orde
     rows = []
     for i in range(200):
         row = _person(rng, i)
-        row.update(crm_id=str(i), title=row.pop("name"), group_keys=[], group_ids=[])
+        row.update(crm_id=str(i), title=row.pop("name"))
         rows.append(row)
-    here = normalize_many(rows, "US", StopSignal(), workers=1)
-    spread = normalize_many(rows, "US", StopSignal(), workers=2)
+    cols = list(rows[0])
+    items = [(tuple(row[c] for c in cols), row["crm_id"], ()) for row in rows]
+    here = normalize_many(cols, items, "US", StopSignal(), workers=1)
+    spread = normalize_many(cols, items, "US", StopSignal(), workers=2)
     assert spread == here
+    assert here == [normalize_row(to_record(cols, *item), "US") for item in items]
     assert {type(r).__name__ for r in here} == {"Contact", "Reject"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from erzy_pipelines.core.dedupe import Merge
 from erzy_pipelines.core.normalize import Contact, Reject
@@ -153,11 +153,22 @@ def group_figures(
         for key in partitions_of_phone(contact.phone):
             figures[key].skipped += 1
             figures[key].audit_rows += 1
+    # A million results are tallied by (the contact's groups, outcome) first: few distinct.
+    tally: Counter[tuple[Any, str]] = Counter()
+    attempts: Counter[Any] = Counter()
     for result in results:
-        for key in partitions_of_phone(result.phone) or parts_of(result.crm_ids):
+        value = of_phone.get(result.phone)
+        if value is None or not (parts(value) if isinstance(value, tuple) else value):
+            value = frozenset(parts_of(result.crm_ids))
+        tally[value, result.outcome] += 1
+        attempts[value] += result.attempts
+    for (value, outcome), n in tally.items():
+        for key in parts(value) if isinstance(value, tuple) else value:
             group = figures[key]
-            group.changed += 1
-            group.outcomes[result.outcome] += 1
-            group.requests += result.attempts
-            group.audit_rows += 1
+            group.changed += n
+            group.outcomes[outcome] += n
+            group.audit_rows += n
+    for value, n in attempts.items():
+        for key in parts(value) if isinstance(value, tuple) else value:
+            figures[key].requests += n
     return figures

@@ -209,6 +209,8 @@ def to_utc_iso(value: Any) -> str | None:
     Unparseable or out-of-range values give ``None`` (treated as oldest by dedupe).
     """
     try:
+        if type(value) is dt.datetime and value.tzinfo is None:  # what most CRMs give: fast
+            return value.isoformat(timespec="microseconds") + "+00:00"
         if value is None or isinstance(value, bool):
             return None
         if isinstance(value, dt.datetime):

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
 
+from erzy_pipelines.core.crm_row import Membership, to_record
 from erzy_pipelines.settings import hide_password
 
 CONTACT_REQUIRED = ("crm_id", "title", "phone")
@@ -35,7 +35,6 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 DEFAULT_CONTACTS_SQL = SQL_DIR / "contacts.sql"
 DEFAULT_MEMBERSHIPS_SQL = SQL_DIR / "memberships.sql"
 
-Membership = tuple[str, str | None]
 FETCH_ROWS = 1000
 """Rows fetched from the database at a time while streaming the contacts query."""
 
@@ -296,16 +295,6 @@ def discover_group_keys(engine: sa.Engine, sql: str) -> list[str]:
 # Contacts
 
 
-def _as_datetime(value: Any) -> Any:
-    """SQLite hands DATETIME columns back as text to a raw query; give them back as datetimes."""
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.strip())
-        except ValueError:
-            return value
-    return value
-
-
 def iter_contact_chunks(
     engine: sa.Engine,
     contacts_sql: str,
@@ -378,18 +367,3 @@ def raw_contact_batches(
             if between_fetches is not None:
                 between_fetches()
             yield cols, partition
-
-
-def to_record(
-    cols: Sequence[str], row: Sequence[Any], crm_id: str | None, member_of: Sequence[Membership]
-) -> dict[str, Any]:
-    """A raw contacts-query row as the row dict normalization takes: canonical columns,
-    ``crm_id`` as text, ``updated_at`` as a datetime, plus ``group_keys`` (sorted, all of the
-    contact's CRM groups) and ``group_ids`` (sorted unique ErzyCall ids of those groups)."""
-    record = dict(zip(cols, row, strict=True))
-    record["crm_id"] = crm_id
-    if "updated_at" in record:
-        record["updated_at"] = _as_datetime(record["updated_at"])
-    record["group_keys"] = sorted({key for key, _ in member_of})
-    record["group_ids"] = sorted({gid for _, gid in member_of if gid is not None})
-    return record

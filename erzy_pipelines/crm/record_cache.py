@@ -9,11 +9,11 @@ only the fingerprint decides whether an entry applies.
 
 from __future__ import annotations
 
-import marshal
 from collections.abc import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
+from erzy_pipelines.core.contact_codec import decode_contact, encode_contact
 from erzy_pipelines.core.normalize import Contact, Reject
 from erzy_pipelines.crm.state import StateStore, crm_records, run_write, upsert
 
@@ -27,27 +27,6 @@ _COLUMNS = (  # the order of the rows save() writes
 
 Known = tuple[int, str | None]
 """(fingerprint, E.164 phone or None when normalization rejected the record)."""
-
-
-def encode_contact(contact: Contact) -> bytes:
-    """A contact as stored: ``marshal`` of its fields (plain values only, fast both ways, and
-    loading it runs no code)."""
-    return marshal.dumps(
-        (
-            contact.phone, contact.title, contact.email, contact.notes, contact.tags,
-            contact.group_ids, contact.group_keys, contact.custom_fields, contact.crm_ids,
-            contact.updated_at, contact.warnings,
-        )
-    )
-
-
-def decode_contact(data: bytes) -> Contact | None:
-    """The stored contact, or None if the bytes are not one (another Python wrote them)."""
-    try:
-        fields = marshal.loads(data)
-        return Contact(*fields)
-    except (EOFError, ValueError, TypeError):
-        return None
 
 
 class RecordCache:
@@ -94,17 +73,19 @@ class RecordCache:
         return out
 
     def save(
-        self, results: Mapping[str, tuple[int, Contact | Reject]], vanished: Sequence[str] = ()
+        self,
+        results: Mapping[str, tuple[int, Contact | Reject, bytes | None]],
+        vanished: Sequence[str] = (),
     ) -> None:
-        """Store what normalization made of these records (crm_id → (fingerprint, result)) and
-        forget the records that left the CRM. Another run writing the same record at once is
-        harmless: each entry pairs a fingerprint with what that exact input normalizes to."""
+        """Store what normalization made of these records (crm_id → (fingerprint, result, the
+        contact's ``encode_contact`` bytes if already at hand)) and forget the records that
+        left the CRM. Another run writing the same record at once is harmless: each entry
+        pairs a fingerprint with what that exact input normalizes to."""
         account, rows = self.account, []
-        for crm_id, (fp, result) in results.items():
+        for crm_id, (fp, result, data) in results.items():
             if isinstance(result, Contact):
-                rows.append(
-                    (account, crm_id, fp, result.phone, encode_contact(result), None, None, None)
-                )
+                data = data if data is not None else encode_contact(result)
+                rows.append((account, crm_id, fp, result.phone, data, None, None, None))
             else:
                 rows.append(
                     (account, crm_id, fp, None, None, result.reason, result.detail, result.phone)

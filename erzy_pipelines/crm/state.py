@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import operator
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -150,7 +149,7 @@ crm_records = sa.Table(
     sa.Column("crm_id", sa.String(255), primary_key=True),
     sa.Column("fingerprint", sa.BigInteger(), nullable=False),  # of what was read, and the rules
     sa.Column("phone", sa.String(20)),  # E.164, when normalization accepted the record
-    # The normalized contact (``record_cache.encode_contact``), or NULL for a reject.
+    # The normalized contact (``core.contact_codec.encode_contact``), or NULL for a reject.
     sa.Column("contact", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")),
     sa.Column("reject_reason", sa.String(64)),
     sa.Column("reject_detail", sa.Text()),
@@ -218,10 +217,13 @@ sync_runs = sa.Table(
 AUDIT_FIELDS = tuple(c.name for c in sync_audit.columns if c.name not in ("id", "account_id"))
 _AUDIT_FIELD_SET = frozenset(AUDIT_FIELDS)
 _AUDIT_COLUMNS = tuple(c.name for c in sync_audit.columns if c.name != "id")  # table order
-_audit_tuple = operator.itemgetter(*_AUDIT_COLUMNS)
-_AUDIT_LENGTHS = tuple(
-    (c.name, c.type.length) for c in sync_audit.columns if getattr(c.type, "length", None)
+_AUDIT_LIMITS = tuple(  # (position in AUDIT_FIELDS, length) of the columns that may hold
+    # outside values (a raw CRM phone, a group key, the API's codes and ids): cut to fit
+    (AUDIT_FIELDS.index(name), sync_audit.c[name].type.length)
+    for name in ("partition_key", "phone", "error_code", "remote_id")
 )
+_I_MESSAGE, _I_CREATED = AUDIT_FIELDS.index("error_message"), AUDIT_FIELDS.index("created_at")
+_I_ACCOUNT = _AUDIT_COLUMNS.index("account_id")  # where the store's account goes in a row
 
 
 # --------------------------------------------------------------------------- engine helpers
@@ -1006,26 +1008,36 @@ class StateStore:
     def add_audit(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append audit rows in one transaction. Keys are :data:`AUDIT_FIELDS`; ``crm_ids`` may
         be a string or a list (stored as JSON); ``created_at`` defaults to now (UTC)."""
-        if not rows:
-            return
-        now = _utcnow()
-        prepared = []
+        values = []
         for row in rows:
             if not _AUDIT_FIELD_SET.issuperset(row):
                 raise ValueError(f"unknown audit fields: {sorted(set(row) - _AUDIT_FIELD_SET)}")
-            values: dict[str, Any] = dict.fromkeys(AUDIT_FIELDS)
-            values.update(row)
-            crm_ids = values["crm_ids"]
+            crm_ids = row.get("crm_ids")
             if crm_ids is not None and not isinstance(crm_ids, str):
-                values["crm_ids"] = _dumps(list(crm_ids))
-            values["error_message"] = _truncate(values["error_message"])
-            values["created_at"] = values["created_at"] or now
-            values["account_id"] = self.account
-            for name, length in _AUDIT_LENGTHS:  # a too-long raw value must not lose the row
-                value = values[name]
+                row = {**row, "crm_ids": _dumps(list(crm_ids))}
+            values.append(tuple(row.get(name) for name in AUDIT_FIELDS))
+        self.add_audit_values(values)
+
+    def add_audit_values(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Append audit rows given as tuples in :data:`AUDIT_FIELDS` order (``crm_ids`` as
+        text, ``created_at`` None for now) in one transaction: the way a run's own results are
+        written, a million of them in a first dry run."""
+        if not rows:
+            return
+        now, account = _utcnow(), self.account
+        prepared = []
+        for row in rows:
+            values = list(row)
+            if values[_I_MESSAGE] is not None:
+                values[_I_MESSAGE] = _truncate(values[_I_MESSAGE])
+            if values[_I_CREATED] is None:
+                values[_I_CREATED] = now
+            for i, length in _AUDIT_LIMITS:  # a too-long raw value must not lose the row
+                value = values[i]
                 if isinstance(value, str) and len(value) > length:
-                    values[name] = value[:length]
-            prepared.append(_audit_tuple(values))
+                    values[i] = value[:length]
+            values.insert(_I_ACCOUNT, account)
+            prepared.append(values)
 
         def txn(conn: Connection) -> None:
             for chunk in _chunks(prepared, _WRITE_ROWS):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import time
 from decimal import Decimal
 
@@ -146,3 +147,18 @@ def test_to_utc_iso(value: object, expected: str | None) -> None:
 )
 def test_to_custom_value(value: object, expected: str | None) -> None:
     assert tx.to_custom_value(value) == expected
+
+
+def test_a_naive_datetime_reads_as_the_same_moment_in_utc() -> None:
+    """The fast path for naive datetimes (most CRMs' timestamps) gives what the general path
+    gives the same moment marked as UTC, from year 1 to 9999."""
+    rng = random.Random(5)
+    lo = dt.datetime(1, 1, 2, tzinfo=dt.UTC).timestamp()
+    hi = dt.datetime(9999, 12, 30, tzinfo=dt.UTC).timestamp()
+    moments = [dt.datetime.min, dt.datetime.max, dt.datetime(2026, 12, 2, 10, 0, 0, 1)]
+    moments += [
+        dt.datetime.fromtimestamp(rng.uniform(lo, hi), dt.UTC).replace(tzinfo=None)
+        for _ in range(2000)
+    ]
+    for naive in moments:
+        assert tx.to_utc_iso(naive) == tx.to_utc_iso(naive.replace(tzinfo=dt.UTC)), naive

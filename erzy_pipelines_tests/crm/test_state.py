@@ -436,7 +436,7 @@ def test_the_record_cache_round_trips_on_every_backend(any_db_url: str) -> None:
     bad = Reject("c2", "invalid_phone", "not a valid number for US", "555")
     with StateStore(any_db_url) as store:
         cache = RecordCache(store.with_account("acct"))
-        cache.save({"c1": (2**62 + 5, ann), "c2": (7, bad)})
+        cache.save({"c1": (2**62 + 5, ann, None), "c2": (7, bad, None)})
         known, rejects = cache.load()
         assert known == {"c1": (2**62 + 5, PHONE), "c2": (7, None)}
         assert rejects == {"c2": bad}
@@ -444,6 +444,6 @@ def test_the_record_cache_round_trips_on_every_backend(any_db_url: str) -> None:
         assert RecordCache(store.with_account("other")).load() == ({}, {})  # per account
 
         moved = Contact(**{**{f: getattr(ann, f) for f in ann.__slots__}, "title": "Ann B"})
-        cache.save({"c1": (8, moved)}, vanished=["c2"])  # replaced in place, c2 forgotten
+        cache.save({"c1": (8, moved, None)}, vanished=["c2"])  # replaced in place, c2 forgotten
         assert cache.load() == ({"c1": (8, PHONE)}, {})
         assert cache.contacts(["c1"]) == {"c1": (8, moved)}

@@ -60,7 +60,7 @@ from erzy_pipelines.accounts import key_id_of
 from erzy_pipelines.assets import sync as sync_assets
 from erzy_pipelines.crm import extract as crm_extract
 from erzy_pipelines.crm import state as state_module
-from erzy_pipelines.crm.state import StateStore
+from erzy_pipelines.crm.state import AUDIT_FIELDS, StateStore
 from erzy_pipelines.erzycall import errors
 from erzy_pipelines.erzycall.ratelimit import InMemoryRateLimitStore
 from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
@@ -792,12 +792,13 @@ def test_scope_missing(lab, monkeypatch, capsys):
 
 
 def test_control_scope_missing_with_deferred_rows_not_audited(lab, monkeypatch):
-    real_add = StateStore.add_audit
+    real_add = StateStore.add_audit_values
+    outcome = AUDIT_FIELDS.index("outcome")
 
-    def add_audit(self, rows):
-        return real_add(self, [r for r in rows if r["outcome"] != "deferred"])
+    def add_audit_values(self, rows):
+        return real_add(self, [r for r in rows if r[outcome] != "deferred"])
 
-    monkeypatch.setattr(StateStore, "add_audit", add_audit)
+    monkeypatch.setattr(StateStore, "add_audit_values", add_audit_values)
     *_, v = scope_missing(lab, monkeypatch)
     control(
         "key without contacts:write",
