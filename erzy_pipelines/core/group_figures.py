@@ -96,6 +96,10 @@ def group_figures(
             found = parts_cache[keys] = frozenset(record_partitions(keys) & wanted)
         return found
 
+    def spread(value: tuple[str, ...] | frozenset[str]) -> frozenset[str]:
+        """The partitions of an ``of_phone`` value (group keys, or partitions already)."""
+        return parts(value) if isinstance(value, tuple) else value
+
     rejects, merges, dedupe_rejects = list(rejects), list(merges), list(dedupe_rejects)
     skipped, results = list(skipped), list(results)
     contact_phones = set(contacts)
@@ -108,8 +112,7 @@ def group_figures(
             if before is None:
                 of_phone[phone] = record.group_keys
             elif before != record.group_keys:
-                joined = parts(before) if isinstance(before, tuple) else before
-                of_phone[phone] = joined | parts(record.group_keys)
+                of_phone[phone] = spread(before) | parts(record.group_keys)
     for keys, n in Counter(r.group_keys for r in records).items():
         for key in parts(keys):
             figures[key].crm_records += n
@@ -117,7 +120,7 @@ def group_figures(
         for key in parts(keys):
             figures[key].accepted += n
     for value, n in Counter(of_phone.values()).items():
-        for key in parts(value) if isinstance(value, tuple) else value:
+        for key in spread(value):
             figures[key].contacts += n
     named = {r.crm_id for r in rejects} | {m.merged_crm_id for m in merges}
     named |= {r.crm_id for r in dedupe_rejects}
@@ -126,9 +129,7 @@ def group_figures(
 
     def partitions_of_phone(phone: str) -> frozenset[str]:
         value = of_phone.get(phone)
-        if value is None:
-            return frozenset()
-        return parts(value) if isinstance(value, tuple) else value
+        return frozenset() if value is None else spread(value)
 
     def parts_of(crm_ids: Iterable[str | None]) -> set[str]:
         found: set[str] = set()
@@ -158,17 +159,17 @@ def group_figures(
     attempts: Counter[Any] = Counter()
     for result in results:
         value = of_phone.get(result.phone)
-        if value is None or not (parts(value) if isinstance(value, tuple) else value):
+        if value is None or not spread(value):
             value = frozenset(parts_of(result.crm_ids))
         tally[value, result.outcome] += 1
         attempts[value] += result.attempts
     for (value, outcome), n in tally.items():
-        for key in parts(value) if isinstance(value, tuple) else value:
+        for key in spread(value):
             group = figures[key]
             group.changed += n
             group.outcomes[outcome] += n
             group.audit_rows += n
     for value, n in attempts.items():
-        for key in parts(value) if isinstance(value, tuple) else value:
+        for key in spread(value):
             figures[key].requests += n
     return figures
