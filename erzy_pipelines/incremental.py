@@ -3,9 +3,11 @@
 Every run still reads the whole contacts query (it is the user's SQL: only reading it shows what
 changed or vanished), but it does little with an unchanged record:
 
-1. **Fingerprint** each record: a 64-bit hash of its raw columns, its memberships, the query's
-   columns, the default region and ``RULES_VERSION`` (so a change of the normalization rules or
-   settings changes every fingerprint).
+1. **Fingerprint** each record: a 64-bit hash of its raw columns, its memberships (as a set: the
+   memberships query's row order does not matter), the query's columns, the default region and
+   the :func:`normalization_environment` (``RULES_VERSION``, the phonenumbers version and
+   metadata, the Unicode data version), so a change of any input of normalization changes every
+   fingerprint.
 2. **Normalize only what changed.** A record whose fingerprint matches the one stored in
    ``erzy_crm_records`` takes its phone, contact or reject from there; the others are
    normalized (on several processes when there are many) and stored.
@@ -27,13 +29,19 @@ import gc
 import hashlib
 import os
 import pickle
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
+
+import phonenumbers
+import phonenumbers.data
 
 from erzy_pipelines.core.crm_row import Membership, to_record
 from erzy_pipelines.core.dedupe import Merge, dedupe
@@ -68,15 +76,56 @@ FP_MOD = 1 << 63
 signed 64-bit column as it is."""
 
 
+@lru_cache(maxsize=4)
+def _metadata_digest(folder: str) -> str:
+    """A hash of phonenumbers' metadata files (about 0.5 MB, read once per process): a build that
+    patched them without a new version still normalizes differently."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        for path in sorted(Path(folder).glob("*.py")):
+            data = path.read_bytes()
+            h.update(f"{path.name}:{len(data)}:".encode())
+            h.update(data)
+    except OSError:  # not plain files (a zipped install): the version alone must do
+        return "unreadable"
+    return h.hexdigest()
+
+
+def normalization_environment() -> tuple[Any, ...]:
+    """Everything besides a record and the settings that decides what normalization makes of it:
+    the package's ``RULES_VERSION``, the phonenumbers version and its metadata, and the Unicode
+    data version (NFC, casefold, invisible characters). Folded into every record fingerprint, so
+    an upgrade that changes a result normalizes every record again once (a number a newer
+    phonenumbers accepts is no longer kept as rejected). Read at each call, not at import."""
+    return (
+        RULES_VERSION,
+        phonenumbers.__version__,
+        _metadata_digest(str(Path(phonenumbers.data.__file__).parent)),
+        unicodedata.unidata_version,
+    )
+
+
+def _membership_order(m: Membership) -> tuple[str, bool, str]:
+    return (m[0], m[1] is not None, m[1] or "")
+
+
 def fingerprinter(columns: Sequence[str], region: str) -> Callable[[Sequence[Any], Any], int]:
     """``fingerprint(raw_row, memberships)``: a 63-bit hash of what normalization reads for one
-    record, seeded with the query's columns, the region and the rules' version."""
+    record, seeded with the query's columns, the region and the normalization environment.
+    Memberships are hashed as a sorted set, as normalization reads them: the order of the
+    memberships query's rows changes nothing."""
     base = hashlib.blake2b(digest_size=8)
-    base.update(pickle.dumps((RULES_VERSION, region, tuple(columns)), protocol=5))
+    base.update(
+        pickle.dumps((normalization_environment(), region, tuple(columns)), protocol=5)
+    )
+    canonical: dict[Any, tuple[Membership, ...]] = {}  # few distinct membership tuples
 
     def fingerprint(row: Sequence[Any], member_of: Any) -> int:
+        groups = canonical.get(member_of)
+        if groups is None:
+            groups = canonical[member_of] = tuple(sorted(set(member_of), key=_membership_order))
         h = base.copy()
-        h.update(pickle.dumps((tuple(row), tuple(member_of)), protocol=5))
+        h.update(pickle.dumps((tuple(row), groups), protocol=5))
         return int.from_bytes(h.digest(), "big") >> 1
 
     return fingerprint

@@ -382,7 +382,7 @@ def _replan_under_lease(store: Any, op: Operation, ownership: Ownership) -> Oper
             op.last_sent,
         )
         return op if unchanged else None
-    fresh = plan_contact(op.contact, current, ownership)
+    fresh = plan_contact(op.contact, current, ownership, source_fp=op.source_fp)
     if fresh is None or fresh.action is Action.SKIP_REJECTED:
         return None
     return fresh

@@ -11,9 +11,13 @@ scopes: operations (action, body, idempotency key), unchanged contacts, rejects 
 from __future__ import annotations
 
 import random
+import shutil
+import unicodedata
 from pathlib import Path
 from typing import Any
 
+import phonenumbers
+import phonenumbers.data
 import pytest
 import sqlalchemy as sa
 
@@ -260,3 +264,77 @@ def test_normalizing_on_worker_processes_gives_the_same_results_in_the_same_orde
     assert spread == here
     assert here == [normalize_row(to_record(cols, *item), "US") for item in items]
     assert {type(r).__name__ for r in here} == {"Contact", "Reject"}
+
+
+def _upgrade(change: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Change one input of normalization, as an upgrade of it would."""
+    if change == "phonenumbers":
+        monkeypatch.setattr(phonenumbers, "__version__", phonenumbers.__version__ + ".post1")
+    elif change == "metadata":  # the same version with other metadata files (a patched build)
+        patched = tmp_path / "phonenumbers_data"
+        shutil.copytree(Path(phonenumbers.data.__file__).parent, patched,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        with (patched / "region_GB.py").open("a") as f:
+            f.write("\n# a newer numbering plan\n")
+        monkeypatch.setattr(phonenumbers.data, "__file__", str(patched / "__init__.py"))
+    elif change == "unicode":
+        monkeypatch.setattr(unicodedata, "unidata_version", "99.0.0")
+    else:
+        monkeypatch.setattr(incremental, "RULES_VERSION", incremental.RULES_VERSION + 1)
+
+
+@pytest.mark.parametrize("change", ["phonenumbers", "metadata", "unicode", "rules"])
+def test_a_new_normalization_environment_normalizes_every_stored_record_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+):
+    rng = random.Random(11)
+    Crm(tmp_path / "crm.sqlite", rng)
+    engine = create_crm_engine(f"sqlite:///{tmp_path / 'crm.sqlite'}")
+    store = StateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    memberships = load_memberships(engine, MEMBERSHIPS_SQL)
+    before = incremental.fingerprinter(["crm_id", "phone"], "US")(("1", "12"), ())
+
+    def run() -> tuple[Any, Any]:
+        return prepare_incremental(
+            batches=raw_contact_batches(engine, CONTACTS_SQL), memberships=memberships,
+            scope=SyncScope(None, True), extra=set(), cache=RecordCache(store),
+            settled_lookup=store.settled_fingerprints, region="US", stop=StopSignal(),
+        )
+
+    first, prepared = run()
+    invalid = {r.crm_id for r in prepared.rejects if r.reason == "invalid_phone"}
+    assert first.normalized == 60 and invalid
+    for contact in prepared.contacts:  # every contact sent and settled
+        store.claim(contact.phone, "r1", 60)
+        store.record_success(contact.phone, "r1", remote_id="c_" + contact.phone,
+                             payload={}, payload_hash="h", crm_ids=contact.crm_ids,
+                             created=True, outcome="created",
+                             source_fp=prepared.fingerprints[contact.phone])
+    assert run()[0].normalized == 0
+
+    _upgrade(change, monkeypatch, tmp_path)
+    assert incremental.fingerprinter(["crm_id", "phone"], "US")(("1", "12"), ()) != before
+    # The new version accepts every number the old one found invalid.
+    monkeypatch.setattr(phonenumbers, "is_valid_number", lambda number: True)
+    again, prepared = run()
+    assert again.normalized == 60  # every cached record normalized again
+    assert not invalid & {r.crm_id for r in prepared.rejects}
+    accepted = {i for c in prepared.contacts for i in c.crm_ids}
+    assert invalid <= accepted  # now planned, as a plan from scratch would
+    rows = extract(
+        memberships=memberships,
+        contact_chunks=lambda check: iter_contact_chunks(
+            engine, CONTACTS_SQL, None, memberships=memberships, between_fetches=check),
+        scope=SyncScope(None, True), last_sent_with=lambda _ids: set(), region="US",
+        stop=StopSignal(),
+    )
+    assert _rejects(prepare(rows, "US", StopSignal()).rejects) == _rejects(prepared.rejects)
+    store.close()
+
+
+def test_the_order_of_a_records_memberships_does_not_change_its_fingerprint():
+    fingerprint = incremental.fingerprinter(["crm_id", "phone"], "US")
+    row = ("1", "(415) 555-2000")
+    one = fingerprint(row, (("vip", "grp_vip"), ("local", None), ("news", "grp_news")))
+    assert one == fingerprint(row, (("news", "grp_news"), ("vip", "grp_vip"), ("local", None)))
+    assert one != fingerprint(row, (("vip", "grp_vip"), ("news", "grp_news")))
