@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from erzy_pipelines.core.ownership import REPLACE, Ownership
-from erzy_pipelines.core.payload import create_body, idempotency_key, payload_hash
+from erzy_pipelines.core.payload import create_body, idempotency_key, payload_hash, scoped_key
 from erzy_pipelines.core.plan import Action, Operation, Plan, plan_contact
 from erzy_pipelines.crm.state import AUDIT_FIELDS, LeaseLost
 from erzy_pipelines.erzycall import errors
@@ -190,9 +190,14 @@ class _Executor:
         self.ownership = ownership
         self.current = current  # what ErzyCall holds, by phone, when a full listing told us
 
+    def _key(self, action: str, phone: str, seq: int, body_hash: str) -> str:
+        return scoped_key(idempotency_key(action, phone, seq, body_hash), self.store.account)
+
     # Each method returns the finished OperationResult; state is committed inside.
     def run(self, op: Operation) -> OperationResult:
         phone = op.contact.phone
+        # Keys go out unique to this state's account (``core/payload.py``, ``scoped_key``).
+        op = replace(op, idempotency_key=scoped_key(op.idempotency_key, self.store.account))
         result = OperationResult.of(op, "failed")
         try:
             self.store.begin_intent(
@@ -266,7 +271,7 @@ class _Executor:
         if diff:
             # The diff depends on what ErzyCall holds right now, so the key hashes the diff:
             # the same key must never carry two different bodies.
-            key = idempotency_key("adopt", op.contact.phone, op.intent_seq, payload_hash(diff))
+            key = self._key("adopt", op.contact.phone, op.intent_seq, payload_hash(diff))
             self.client.update_contact(existing.id, diff, key)
         self._succeeded(op, result, existing.id, created=False, outcome="adopted")
 
@@ -281,7 +286,7 @@ class _Executor:
                     current = remote_payload(self.client.get_contact(op.remote_id))
                 body = self.ownership.merged(body, op.payload, op.last_sent, current)
                 if body != op.body:  # it depends on ErzyCall's values: the key hashes it
-                    key = idempotency_key("update", phone, op.intent_seq, payload_hash(body))
+                    key = self._key("update", phone, op.intent_seq, payload_hash(body))
             if body:
                 self.client.update_contact(op.remote_id, body, key)
         except errors.NotFoundError as exc:
@@ -291,7 +296,7 @@ class _Executor:
             # never replay an old create of this phone. The old id stays until the new one is
             # recorded.
             result.not_found = True
-            key = idempotency_key("recreate", phone, op.intent_seq, op.payload_hash)
+            key = self._key("recreate", phone, op.intent_seq, op.payload_hash)
             recreate = replace(op, action=Action.CREATE, idempotency_key=key)
             self._create(recreate, result, outcome="recreated")
             return

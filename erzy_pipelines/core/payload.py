@@ -17,6 +17,12 @@ Rules:
   never collides with an old one (A -> B -> A gives three keys). ``plan`` passes the hash of the
   body actually sent, because the API compares bodies: one key with two bodies is a 409
   IDEMPOTENCY_MISMATCH.
+- ``scoped_key(key, account_id)`` = ``erzy-<account id>-<action>-...``: what is sent. The
+  account id is drawn at random when a state database first registers an ErzyCall account
+  (``accounts.py``), so a second deployment on the same key, or this one after its state was
+  lost, never sends a key another state sent (its sequence numbers start at 1 again): its creates
+  meet the existing phone's 409 and adopt it, instead of being answered as replays of writes
+  another state made.
 """
 
 from __future__ import annotations
@@ -89,3 +95,8 @@ def phone_digest(phone: str) -> str:
 def idempotency_key(action: str, phone: str, seq: int, payload_hash: str) -> str:
     """``erzy-<action>-<phone digest>-<seq>-<hash[:16]>``; see the module rules."""
     return f"erzy-{action}-{phone_digest(phone)}-{int(seq)}-{payload_hash[:16]}"
+
+
+def scoped_key(key: str, account_id: str) -> str:
+    """``key`` made unique to the state that issues it: ``erzy-<account id>-...``."""
+    return f"erzy-{account_id}-{key.removeprefix('erzy-')}"

@@ -129,6 +129,7 @@ def test_a_refused_idempotency_key_is_replaced_next_run(harness):
     """The API answers 409 IDEMPOTENCY_MISMATCH (the key was used with another body): the next
     run sends every field under a new key instead of repeating the refused one forever."""
     from erzy_pipelines.core.ownership import REPLACE
+    from erzy_pipelines.core.payload import scoped_key
     from erzy_pipelines.core.plan import plan_operations
     from erzy_pipelines.erzycall import ErzyCallClient
     from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
@@ -147,16 +148,17 @@ def test_a_refused_idempotency_key_is_replaced_next_run(harness):
     with h.state() as store:
         contacts = prepare(rows, "US", StopSignal()).contacts
         (op,) = plan_operations(contacts, store.load_states(), REPLACE).operations
+        key = scoped_key(op.idempotency_key, store.account)  # the key the next run sends
     with ErzyCallClient(api_key=DEMO_API_KEY, base_url=h.sandbox.base_url) as client:
-        client.update_contact(op.remote_id, {"notes": "someone else's body"}, op.idempotency_key)
+        client.update_contact(op.remote_id, {"notes": "someone else's body"}, key)
 
     code, summaries = h.sync()
     assert code == 1 and summaries[0]["failed"] == 1
     (refused,) = h.writes_since_sync()
-    assert refused.idempotency_key == op.idempotency_key
+    assert refused.idempotency_key == key
     code, summaries = h.sync()
     assert code == 0 and summaries[0]["updated"] == 1
     (patch,) = h.writes_since_sync()
-    assert patch.idempotency_key != op.idempotency_key
+    assert patch.idempotency_key != key
     assert json.loads(patch.body)["title"] == "Renamed"
     assert h.sync()[1][0]["requests"] == 0

@@ -128,6 +128,15 @@ def test_idempotency_key_shape_and_privacy() -> None:
     assert "2025550123" not in key
 
 
+def test_a_scoped_key_names_the_state_that_issued_it() -> None:
+    from erzy_pipelines.core.payload import scoped_key
+
+    key = idempotency_key("create", "+12025550123", 1, "ab" * 32)
+    mine, theirs = scoped_key(key, "0123456789abcdef"), scoped_key(key, "fedcba9876543210")
+    assert mine == "erzy-0123456789abcdef-" + key.removeprefix("erzy-")
+    assert mine != theirs and len(mine) <= 128
+
+
 def test_idempotency_key_properties() -> None:
     h_a, h_b = payload_hash({"title": "A"}), payload_hash({"title": "B"})
     phone = "+12025550123"
