@@ -171,6 +171,9 @@ def run_sync(
             "status": "ok" if result.success else ("STOPPED" if stopped else "FAILED"),
         }
         row.update({c: (run or {}).get(c) or 0 for c in SUMMARY_COLUMNS})
+        if result.success and row["deferred"]:
+            row["status"] = "deferred"
+            print(f"note: {_deferral_note(store, result.run_id, row['deferred'])}", file=sys.stderr)
         summaries.append(row)
         if not result.success or row["failed"]:
             exit_code = 1
@@ -181,6 +184,30 @@ def run_sync(
             print(f"stopped: run {result.run_id} was canceled", file=sys.stderr)
             return 130, summaries
     return exit_code, summaries
+
+
+DEFERRAL_REASONS = {
+    "request_budget": "the run's request cap (ERZY_MAX_REQUESTS_PER_RUN or --max-requests)",
+    "time_budget": "the run's time cap (ERZY_MAX_RUN_SECONDS)",
+    "key_budget_spent": "the API key's request budget is spent",
+    "claimed_by_another_run": "another run was sending them",
+    "lease_lost": "another run took them over",
+}
+
+
+def _deferral_note(store, run_id: str, deferred: int) -> str:
+    """What a run that finished without error left for the next run, and why."""
+    try:
+        reasons = store.deferral_reasons(run_id)
+    except Exception:  # the counts are said already; the reasons are a courtesy
+        reasons = {}
+    why = "; ".join(
+        f"{n} for {DEFERRAL_REASONS.get(code, code)}" for code, n in sorted(reasons.items())
+    )
+    return (
+        f"{deferred} contact(s) deferred ({why or 'see the audit'}); they go first next run. "
+        "Status `deferred`: the run did not finish its work, but nothing failed."
+    )
 
 
 def _run_row(store, run_id: str) -> dict | None:

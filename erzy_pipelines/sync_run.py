@@ -417,4 +417,8 @@ def _status(report: SyncReport, counts: dict[str, int]) -> str:
         return "stopped"
     if report.aborted:
         return "aborted"
-    return "failed" if counts["failed"] else "succeeded"
+    if counts["failed"]:
+        return "failed"
+    # Work left for the next run (a cap, the key's budget, a contact held by another run) is not
+    # a failure, but the run did not finish: it never reads as a plain success.
+    return "deferred" if counts["deferred"] else "succeeded"

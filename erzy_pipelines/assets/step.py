@@ -15,6 +15,7 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 from sqlalchemy import exc as sa_exc
 
 from erzy_pipelines.accounts import Account, Probe, account_for_run, probe_with
+from erzy_pipelines.core.budget import format_duration
 from erzy_pipelines.core.removal import Removal
 from erzy_pipelines.crm.record_cache import RecordCache
 from erzy_pipelines.crm.state import StateStore
@@ -236,10 +237,15 @@ def removal_for(
 
 def budget_spent_message(frees_at: float, counts: Mapping[str, int]) -> str:
     when = dt.datetime.fromtimestamp(frees_at, dt.UTC)
-    wait = max(0, int(frees_at - time.time()))
+    wait = frees_at - time.time()
+    frees = (
+        f"It frees at {when:%H:%M:%S} UTC (in {format_duration(wait)})"
+        if wait >= 1
+        else "It may free at any moment, but the API kept answering 429"
+    )
     return (
         f"The API key's request budget is spent (by this run or another client using the same "
-        f"key): the API answered 429 for longer than a run waits. It frees at {when:%H:%M:%S} "
-        f"UTC (in {wait // 60} min {wait % 60} s). {counts.get('deferred', 0)} contact(s) "
-        "deferred; they go first next run. This is not an outage."
+        f"key): the API answered 429 for longer than a run waits. {frees}. "
+        f"{counts.get('deferred', 0)} contact(s) deferred; they go first next run. This is not "
+        "an outage."
     )

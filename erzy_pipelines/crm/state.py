@@ -1057,6 +1057,17 @@ class StateStore:
         with self._engine.connect() as conn:
             return [tuple(r) for r in conn.execute(query)]
 
+    def deferral_reasons(self, run_id: str) -> dict[str, int]:
+        """Why a run deferred work: its ``deferred`` audit rows counted by error code."""
+        a = sync_audit.c
+        query = (
+            sa.select(a.error_code, sa.func.count())
+            .where(a.run_id == run_id, a.outcome == "deferred")
+            .group_by(a.error_code)
+        )
+        with self._engine.connect() as conn:
+            return {code or "unknown": n for code, n in conn.execute(query)}
+
     def audit_rows(self, run_id: str | None = None, limit: int | None = None) -> list[dict]:
         """Audit rows, newest first, optionally for one run."""
         query = sa.select(sync_audit).order_by(sync_audit.c.id.desc())

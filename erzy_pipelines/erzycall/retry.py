@@ -2,8 +2,11 @@
 
 Retried: 429 (after Retry-After), 5xx, and transport failures (connection refused or dropped,
 timeouts), the latter two with exponential backoff and full jitter. Never retried: 4xx other
-than 429 — repeating them cannot change the answer. Both the number of attempts and the total
-time spent sleeping between attempts are bounded.
+than 429 — repeating them cannot change the answer. The total time spent sleeping between
+attempts is bounded, and so is the number of attempts — but a 429 is the API saying *when* to
+come back, not that it failed: a burst of 429s whose Retry-After fits in what is left of the wait
+budget is waited out however many times it comes (up to ``RATE_LIMITED_ATTEMPTS``), and only a
+Retry-After beyond the budget means the key's budget is spent.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from .errors import ErzyCallError, RateLimitedError
 from .logutil import mask_pii
 
 T = TypeVar("T")
+
+#: Attempts answered 429 one request may make: a bound for an API that keeps answering 429 with
+#: a Retry-After of 0 (with Retry-After: 1 the wait budget ends a burst sooner).
+RATE_LIMITED_ATTEMPTS = 100
 logger = logging.getLogger("erzy_pipelines.erzycall")
 
 
@@ -72,7 +79,9 @@ def call_with_retries(
             err.attempts = number
             if not err.retryable:
                 raise
-            if number >= policy.max_attempts:
+            waiting_out = isinstance(err, RateLimitedError) and err.retry_after is not None
+            limit = RATE_LIMITED_ATTEMPTS if waiting_out else policy.max_attempts
+            if number >= limit:
                 logger.info("giving up on %s after %d attempts: %s", describe, number,
                             mask_pii(str(err)))
                 raise

@@ -103,6 +103,10 @@ def test_a_spent_key_budget_defers_the_rest_and_says_when_it_frees(
         assert 60 < totals["key_budget_frees_in_seconds"] <= 3600
         logs = capsys.readouterr().err
         assert "request budget is spent" in logs and "This is not an outage" in logs
+        assert "in 0 min 0 s" not in logs and "in 0s" not in logs
+        assert summaries[0]["status"] == "deferred", "a run that deferred work never says ok"
+        note = f"{deferred} contact(s) deferred ({deferred} for the API key's request budget"
+        assert note in logs
         with h.state() as store:
             audit = store.audit_rows(run_id=h.last_run_id())
         assert {r["error_code"] for r in audit if r["outcome"] == "deferred"} == {
@@ -110,6 +114,34 @@ def test_a_spent_key_budget_defers_the_rest_and_says_when_it_frees(
         }
     finally:
         sandbox.stop()
+
+
+def test_a_burst_of_429s_within_the_wait_budget_is_waited_out(harness):
+    """Seven 429s in a row with Retry-After: 1 (more than the six attempts a failing request
+    gets): the API said when to come back, and it was soon. Every contact is created, nothing
+    is deferred and the run is plainly ok."""
+    h = harness
+    h.add_people(person(i) for i in range(1, 4))
+    h.sandbox.faults.burst_429 = 7
+    code, summaries = h.sync()
+    assert code == 0 and summaries[0]["status"] == "ok"
+    assert summaries[0]["created"] == 3 and summaries[0]["deferred"] == 0
+    assert [r.status for r in h.requests_since_sync()].count(429) == 7
+
+
+def test_a_capped_run_says_what_it_deferred_and_why(harness, capsys):
+    """A run cut short by its request cap finished nothing wrong, but it did not finish: its
+    status is `deferred`, in the summary and in erzy_sync_runs, with the reason."""
+    h = harness
+    h.add_people(person(i) for i in range(1, 5))
+    code, summaries = h.sync(max_requests=1)
+    assert code == 0 and summaries[0]["status"] == "deferred" and summaries[0]["deferred"] == 3
+    assert "3 contact(s) deferred (3 for the run's request cap" in capsys.readouterr().err
+    with h.state() as store:
+        (run,) = [r for r in store.runs(limit=5) if r["run_id"] == h.last_run_id()]
+    assert run["status"] == "deferred"
+    code, summaries = h.sync()
+    assert code == 0 and summaries[0]["status"] == "ok" and summaries[0]["created"] == 3
 
 
 def test_a_full_resync_tries_a_rejected_payload_again(harness):

@@ -151,6 +151,21 @@ def test_attempts_are_bounded(sandbox):
     assert statuses(sandbox) == [500, 500, 500]
 
 
+def test_a_burst_of_429s_is_waited_out_past_the_attempt_count(sandbox):
+    """Ten 429s with Retry-After: 1 from a policy of three attempts: the API says when to come
+    back, and the wait fits the budget, so the request is made the eleventh time."""
+    made = sandbox.add_contact_direct(PERSON)
+    clock = FakeClock()
+    sandbox.faults.burst_429 = 10
+    client, spy = sandbox_client(
+        sandbox, clock, retry=RetryPolicy(max_attempts=3, max_total_wait=60.0)
+    )
+    with client:
+        assert client.get_contact(made["id"]).id == made["id"]
+    assert [r.status_code for r in spy.responses] == [429] * 10 + [200]
+    assert clock.sleeps == [1.0] * 10 and client.last_attempts == 11
+
+
 def _used_up(sandbox, client, seconds: float) -> None:
     """The key's one request per ``seconds`` is taken: the next ones get a real 429."""
     sandbox.set_limits(((1, seconds),))
