@@ -163,7 +163,7 @@ def states_from_remote(
     ownership: Ownership = REPLACE,
     *,
     respect_deleted: bool = False,
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Drift]:
+) -> tuple[dict[str, Any], Drift]:
     """Replace stored knowledge with what ErzyCall really holds (full resync / reconcile).
 
     A phone found remotely gets its real id and, as the "last sent" payload, the part of what
@@ -172,7 +172,7 @@ def states_from_remote(
     dropped, so the plan creates the contact again — unless ``respect_deleted``: then its state
     is kept as it was, so it stays deleted while its CRM record is unchanged (a later change is
     a PATCH that meets 404 and creates it again). Payloads the API rejected before are tried
-    again. Returns (states, what ErzyCall holds by phone, the drift found).
+    again. Returns (states, the drift found).
     """
     by_phone = {c.phone: c for c in remote_contacts}
     current = {phone: remote_payload(remote) for phone, remote in by_phone.items()}
@@ -202,7 +202,7 @@ def states_from_remote(
             deferred=old.deferred if old else False,
             failure_count=old.failure_count if old else 0,
         )
-    return out, current, drift
+    return out, drift
 
 
 def run_sync(
@@ -267,13 +267,12 @@ def run_sync(
     skips_audited = {phone for action, phone, _ in earlier if action == "skip"}
     store.start_run(run_id, partition_key, dry_run)
     states = store.load_states([c.phone for c in contacts])
-    current: dict[str, dict[str, Any]] = {}
     drift: Drift | None = None
     try:
         if reconcile and not dry_run:
             client = client or open_client()
             before = client.requests_sent
-            states, current, drift = states_from_remote(
+            states, drift = states_from_remote(
                 states,
                 client.list_contacts(limit=100),
                 ownership,
@@ -297,7 +296,6 @@ def run_sync(
                     contacts,
                     states,
                     ownership,
-                    current_known=bool(current),
                     fingerprints=fingerprints,
                 )
             deletions, report.removal_refused = _removals(store, removal)
@@ -342,7 +340,6 @@ def run_sync(
                 stop=stop,
                 keeper=keeper,
                 ownership=ownership,
-                current=current,
             )
             sent.requests += report.requests
             sent.removal_refused = report.removal_refused

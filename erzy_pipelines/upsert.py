@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -184,11 +184,9 @@ class _Executor:
         store: Any,
         run_id: str,
         ownership: Ownership,
-        current: Mapping[str, dict[str, Any]],
     ):
         self.client, self.store, self.run_id = client, store, run_id
         self.ownership = ownership
-        self.current = current  # what ErzyCall holds, by phone, when a full listing told us
 
     def _key(self, action: str, phone: str, seq: int, body_hash: str) -> str:
         return scoped_key(idempotency_key(action, phone, seq, body_hash), self.store.account)
@@ -281,9 +279,9 @@ class _Executor:
         try:
             body, key = op.body, op.idempotency_key
             if self.ownership.needs_current(body):
-                current = self.current.get(phone)
-                if current is None:
-                    current = remote_payload(self.client.get_contact(op.remote_id))
+                # Read right before the PATCH, also in a reconcile: its listing may be hours
+                # old, and an agent's tag added since must survive the list being replaced.
+                current = remote_payload(self.client.get_contact(op.remote_id))
                 body = self.ownership.merged(body, op.payload, op.last_sent, current)
                 if body != op.body:  # it depends on ErzyCall's values: the key hashes it
                     key = self._key("update", phone, op.intent_seq, payload_hash(body))
@@ -416,13 +414,12 @@ def execute_plan(
     stop: StopSignal | None = None,
     keeper: LeaseKeeper | None = None,
     ownership: Ownership = REPLACE,
-    current: Mapping[str, dict[str, Any]] | None = None,
 ) -> SyncReport:
     """Send the plan's operations in order until done, out of budget, stopped or aborted.
 
-    ``reconciled``: the plan was made against what ErzyCall holds (a full resync, whose listing
-    is ``current``, by phone), so it is sent as planned instead of being re-planned against the
-    stored state under each lease.
+    ``reconciled``: the plan was made against what ErzyCall holds (a full resync's listing), so
+    it is sent as planned instead of being re-planned against the stored state under each lease;
+    a PATCH that replaces a list still reads the contact right before it.
 
     Every operation's audit row is committed right after its outcome; the report is returned
     even when the run aborts (``report.aborted`` holds the reason; nothing is raised here, so
@@ -437,7 +434,7 @@ def execute_plan(
     keeper = keeper or LeaseKeeper(store, run_id, stop=stop)
     report = SyncReport()
     left_over: list[OperationResult] = []
-    executor = _Executor(client, store, run_id, ownership, current or {})
+    executor = _Executor(client, store, run_id, ownership)
     ops: Sequence[Operation] = plan.operations
     started, start_requests = clock(), client.requests_sent
     unavailable_streak = not_found_streak = 0

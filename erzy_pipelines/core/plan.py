@@ -102,7 +102,6 @@ def _write(
     digest: str,
     state: ContactState | None,
     ownership: Ownership,
-    current_known: bool = False,
     source_fp: int | None = None,
     with_key: bool = True,
 ) -> Operation:
@@ -118,7 +117,9 @@ def _write(
         key = idempotency_key(action.value, contact.phone, seq, body_hash)
     remote_id = state.remote_id if state is not None else None
     last_sent = state.last_payload if state is not None else None
-    reads = action is Action.UPDATE and not current_known and ownership.needs_current(body)
+    # A PATCH replacing a list is merged against a read made right before it, even after a full
+    # listing (which may be hours old by then): it counts two requests.
+    reads = action is Action.UPDATE and ownership.needs_current(body)
     return Operation(
         action, contact, payload, body, digest, remote_id, seq, key, last_sent, 1 + int(reads),
         source_fp,
@@ -143,12 +144,10 @@ def plan_contact(
     state: ContactState | None,
     ownership: Ownership = REPLACE,
     *,
-    current_known: bool = False,
     source_fp: int | None = None,
     with_key: bool = True,
 ) -> Operation | None:
-    """The operation for one contact; None means UNCHANGED. ``current_known``: what ErzyCall
-    holds is known already (a full resync listed it), so merging needs no read. ``source_fp``:
+    """The operation for one contact; None means UNCHANGED. ``source_fp``:
     the fingerprint of the CRM records the contact was made from, carried by the operation.
     ``with_key=False``: no idempotency key (a dry run sends nothing; hashing each body again is
     a third of planning a million creates)."""
@@ -177,8 +176,7 @@ def plan_contact(
         if not body:
             return None
     return _write(
-        Action.UPDATE, contact, payload, body, digest, state, ownership, current_known, source_fp,
-        with_key,
+        Action.UPDATE, contact, payload, body, digest, state, ownership, source_fp, with_key
     )
 
 
@@ -187,7 +185,6 @@ def plan_operations(
     states: Mapping[str, ContactState],
     ownership: Ownership = REPLACE,
     *,
-    current_known: bool = False,
     fingerprints: Mapping[str, int] | None = None,
     with_keys: bool = True,
 ) -> Plan:
@@ -205,7 +202,6 @@ def plan_operations(
             contact,
             state,
             ownership,
-            current_known=current_known,
             source_fp=source_fp,
             with_key=with_keys,
         )

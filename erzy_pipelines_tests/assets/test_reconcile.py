@@ -114,3 +114,29 @@ def test_respect_leaves_a_contact_deleted_in_erzycall_until_its_crm_record_chang
     assert h.sync()[0] == 0
     assert h.remote_by_phone()[_phone(42)]["title"] == "Renamed in the CRM"  # back, changed
     assert len(h.remote_by_phone()) == N
+
+
+def test_a_tag_added_after_the_listing_survives_the_reconciles_patch(harness, monkeypatch):
+    """The reconcile lists ErzyCall, then PATCHes a contact whose CRM tags changed; an agent tags
+    that contact in between (the listing can be hours old when a big reconcile reaches it). The
+    PATCH replaces the tag list whole, so it must be merged against a fresh read, not the
+    listing: the agent's tag survives."""
+    h = harness
+    h.add_people([person(1, tags="customer")])
+    assert h.sync()[0] == 0
+    h.update_person(1, tags="customer,vip")
+    listing = ErzyCallClient.list_contacts
+
+    def listing_then_an_agent_tags(client, *args, **kwargs):
+        listed = list(listing(client, *args, **kwargs))
+        (contact,) = h.sandbox.contacts()
+        h.sandbox.app.store.update(contact["id"], {"tags": [*contact["tags"], "callback"]})
+        return iter(listed)
+
+    monkeypatch.setattr(ErzyCallClient, "list_contacts", listing_then_an_agent_tags)
+    code, summaries = h.sync(full_resync=True)
+    assert code == 0 and summaries[0]["updated"] == 1
+    (contact,) = h.sandbox.contacts()
+    assert contact["tags"] == ["customer", "vip", "callback"]
+    methods = [r.method for r in h.requests_since_sync()]
+    assert methods == ["GET", "GET", "PATCH"]  # the listing, the read before the PATCH, the PATCH
