@@ -227,6 +227,7 @@ def run_sync(
     account: Account | None = None,
     ownership: Ownership = REPLACE,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    read_started: float | None = None,
 ) -> RunSummary:
     """Plan the contacts against the state, then send (or, on a dry run, only record) the plan.
 
@@ -241,6 +242,9 @@ def run_sync(
     was recognized (its probe requests count in the run's total). ``client_factory(sleep)``
     builds the client; every wait it makes goes through ``sleep``, which keeps the run's contact
     lease alive (``leases.py``).
+
+    ``read_started`` (epoch seconds): when the run began reading the CRM; a contact whose value
+    in ErzyCall came from a later read (another run's) is not sent (``upsert.py``).
 
     ``send_slot`` is entered right before the first request and left after the last (the
     ``erzycall_api`` pool slot): a run with nothing to send never waits for it. ``stop`` ends
@@ -340,6 +344,7 @@ def run_sync(
                 stop=stop,
                 keeper=keeper,
                 ownership=ownership,
+                read_started=read_started,
             )
             sent.requests += report.requests
             sent.removal_refused = report.removal_refused

@@ -49,7 +49,7 @@ from typing import Any
 
 from erzy_pipelines.core.ownership import REPLACE, Ownership
 from erzy_pipelines.core.payload import create_body, idempotency_key, payload_hash, scoped_key
-from erzy_pipelines.core.plan import Action, Operation, Plan, plan_contact
+from erzy_pipelines.core.plan import Action, ContactState, Operation, Plan, plan_contact
 from erzy_pipelines.crm.state import AUDIT_FIELDS, LeaseLost
 from erzy_pipelines.erzycall import errors
 from erzy_pipelines.erzycall.client import ErzyCallClient
@@ -184,9 +184,11 @@ class _Executor:
         store: Any,
         run_id: str,
         ownership: Ownership,
+        read_started: float | None = None,
     ):
         self.client, self.store, self.run_id = client, store, run_id
         self.ownership = ownership
+        self.read_started = read_started  # when this run's CRM read began (epoch seconds)
 
     def _key(self, action: str, phone: str, seq: int, body_hash: str) -> str:
         return scoped_key(idempotency_key(action, phone, seq, body_hash), self.store.account)
@@ -314,6 +316,7 @@ class _Executor:
             created=created,
             outcome=outcome,
             source_fp=op.source_fp,
+            source_read_at=self.read_started,
         )
         result.outcome = outcome
         result.remote_id = remote_id
@@ -362,23 +365,39 @@ def _deferred(ops: Iterable[Operation], reason: str) -> list[OperationResult]:
 
 
 def _checked_under_lease(
-    store: Any, op: Operation, ownership: Ownership, reconciled: bool
+    store: Any,
+    op: Operation,
+    ownership: Ownership,
+    reconciled: bool,
+    read_started: float | None = None,
 ) -> Operation | None:
-    """The operation to send now that this run holds the contact's lease. A write planned from
+    """The operation to send now that this run holds the contact's lease, or None (nothing to
+    send). A write from a CRM read older than the one ErzyCall's value came from is never sent
+    (another run read the CRM later and confirmed a newer value). Otherwise a write planned from
     a full listing stands as it is; anything else is planned again (and a deletion checked)."""
+    current = store.load_states([op.contact.phone]).get(op.contact.phone)
+    if (
+        read_started is not None
+        and current is not None
+        and current.source_read_at is not None
+        and read_started < current.source_read_at
+    ):
+        return None
     if reconciled and op.action is not Action.DELETE:
         return op
-    return _replan_under_lease(store, op, ownership)
+    return _replan_under_lease(current, op, ownership)
 
 
-def _replan_under_lease(store: Any, op: Operation, ownership: Ownership) -> Operation | None:
-    """Plan the contact again against its state as it is now that this run holds its lease.
+def _replan_under_lease(
+    current: ContactState | None, op: Operation, ownership: Ownership
+) -> Operation | None:
+    """Plan the contact again against its state (``current``) as it is now that this run holds
+    its lease.
 
     Concurrent runs (a group backfill next to the daily sync) plan from the same state. Another
     run may have sent this contact since: the fresh plan sends only what is still missing,
     diffed against what was really sent last, under a key of its own — or nothing (``None``).
     """
-    current = store.load_states([op.contact.phone]).get(op.contact.phone)
     if op.action is Action.DELETE:  # still the contact, as it was, this run planned to remove?
         unchanged = current is not None and (current.remote_id, current.last_payload) == (
             op.remote_id,
@@ -414,6 +433,7 @@ def execute_plan(
     stop: StopSignal | None = None,
     keeper: LeaseKeeper | None = None,
     ownership: Ownership = REPLACE,
+    read_started: float | None = None,
 ) -> SyncReport:
     """Send the plan's operations in order until done, out of budget, stopped or aborted.
 
@@ -429,12 +449,15 @@ def execute_plan(
     it, via ``keeper``): the operation in flight is finished, or — stopped while waiting for its
     turn — left as a committed intent that the next run retries with the same key. What was not
     done is deferred (``run_stopped``) and goes first next run; ``report.stopped`` says why.
+
+    ``read_started`` (epoch seconds): when the CRM read the plan came from began; stored with
+    every confirmed write, and no contact is sent whose value came from a later read.
     """
     stop = stop or StopSignal()
     keeper = keeper or LeaseKeeper(store, run_id, stop=stop)
     report = SyncReport()
     left_over: list[OperationResult] = []
-    executor = _Executor(client, store, run_id, ownership)
+    executor = _Executor(client, store, run_id, ownership, read_started)
     ops: Sequence[Operation] = plan.operations
     started, start_requests = clock(), client.requests_sent
     unavailable_streak = not_found_streak = 0
@@ -452,7 +475,9 @@ def execute_plan(
             break
         if not store.claim(op.contact.phone, run_id, keeper.lease_seconds):
             result = _deferred([op], "claimed_by_another_run")[0]
-        elif (fresh := _checked_under_lease(store, op, ownership, reconciled)) is None:
+        elif (
+            fresh := _checked_under_lease(store, op, ownership, reconciled, read_started)
+        ) is None:
             store.release(op.contact.phone, run_id)
             result = _unchanged(op)
         else:

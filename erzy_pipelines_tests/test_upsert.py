@@ -130,3 +130,27 @@ def test_a_deferred_contact_reverted_in_the_crm_leaves_the_backlog(sandbox, stor
         )
     assert summary.requests == 0
     assert store.backlog() == 0
+
+
+def test_a_run_never_writes_an_older_crm_read_over_a_newer_confirmed_one(sandbox, store):
+    """Run A read the CRM (title T1), then run B read it later (T2) and sent T2 first. A holds
+    an older value: it must not PATCH T1 back over T2. A run that read later still sends."""
+    sync(store, sandbox, [contact("T0")], "r0", read_started=50.0)
+    states = store.load_states([PHONE])
+    plan_a = plan_operations([contact("T1")], states)  # read at 100
+    plan_b = plan_operations([contact("T2")], states)  # read at 200
+    with client(sandbox) as api:
+        execute_plan(plan_b, client=api, store=store, run_id="B", partition_key="all",
+                     read_started=200.0)
+        report = execute_plan(plan_a, client=api, store=store, run_id="A", partition_key="all",
+                              read_started=100.0)
+    assert [(r.outcome, r.error_code) for r in report.results] == [
+        ("unchanged", "done_by_another_run")
+    ]
+    assert report.requests == 0 and remote(sandbox)[PHONE]["title"] == "T2"
+    assert store.load_states([PHONE])[PHONE].source_read_at == 200.0
+    # a run whose read began after B's sends its (newer) value
+    assert sync(store, sandbox, [contact("T3")], "C", read_started=300.0) == [
+        ("update", "updated")
+    ]
+    assert remote(sandbox)[PHONE]["title"] == "T3"

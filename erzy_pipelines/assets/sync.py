@@ -288,6 +288,7 @@ def _sync(
             account=account,
             ownership=policy.owner(extracted.managed_groups),
             lease_seconds=policy.lease_seconds,
+            read_started=extracted.read_started.timestamp() if extracted.read_started else None,
         )
         report = summary.report
         complete = not (report.aborted or report.stopped)

@@ -67,6 +67,7 @@ class ContactState:
     pending_hash: str | None = None  # an intent begun whose outcome is unknown
     deferred: bool = False  # left out of an earlier run by the request budget
     failure_count: int = 0
+    source_read_at: float | None = None  # when the CRM read last_payload came from began
 
 
 @dataclass(frozen=True, slots=True)

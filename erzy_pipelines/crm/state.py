@@ -139,6 +139,12 @@ contact_state = sa.Table(
     # together with last_hash): equal to this run's, with nothing pending, the contact needs no
     # work at all (see ``erzy_pipelines/incremental.py``).
     sa.Column("source_fp", sa.BigInteger()),
+    # When the CRM read that last_payload came from began (epoch seconds): a run whose own read
+    # began earlier never sends this contact (it would write an older CRM value back).
+    sa.Column("source_read_at", sa.Double()),
+    # When a write (or baseline) last confirmed what ErzyCall holds (epoch seconds): what the
+    # account probe ranks contacts by; claims, failures and deferrals leave it alone.
+    sa.Column("confirmed_at", sa.Double()),
     **TABLE_OPTIONS,
 )
 
@@ -457,16 +463,21 @@ def migrate(engine: Engine) -> None:
       ``erzy_contacts`` under ``LEGACY_ACCOUNT``: the first account it is proven to describe
       takes it over (``accounts.py``); the old table is kept, renamed, and never read again.
     - ``erzy_sync_audit`` and ``erzy_sync_runs`` get their ``account_id`` column,
-      ``erzy_contacts`` its ``source_fp``, ``erzy_accounts`` its ``namespace`` ("") and
-      ``erzy_sync_runs`` its ``deleted`` and ``drift_*`` counts (0).
+      ``erzy_contacts`` its ``source_fp``, ``source_read_at`` and ``confirmed_at``,
+      ``erzy_accounts`` its ``namespace`` ("") and ``erzy_sync_runs`` its ``deleted`` and
+      ``drift_*`` counts (0).
     """
     inspector = sa.inspect(engine)
     tables = set(inspector.get_table_names())
     for table in (sync_audit, sync_runs):
         if "account_id" not in {c["name"] for c in inspector.get_columns(table.name)}:
             _try_ddl(engine, f"ALTER TABLE {table.name} ADD COLUMN account_id VARCHAR(32)")
-    if "source_fp" not in {c["name"] for c in inspector.get_columns(contact_state.name)}:
+    contact_columns = {c["name"] for c in inspector.get_columns(contact_state.name)}
+    if "source_fp" not in contact_columns:
         _try_ddl(engine, f"ALTER TABLE {contact_state.name} ADD COLUMN source_fp BIGINT")
+    for name in ("source_read_at", "confirmed_at"):
+        if name not in contact_columns:
+            _try_ddl(engine, f"ALTER TABLE {contact_state.name} ADD COLUMN {name} DOUBLE PRECISION")
     run_columns = {c["name"] for c in inspector.get_columns(sync_runs.name)}
     for name in ("deleted", "drift_deleted", "drift_edited"):
         if name not in run_columns:
@@ -888,14 +899,18 @@ class StateStore:
         created: bool,
         outcome: str,
         source_fp: int | None = None,
+        source_read_at: float | None = None,
     ) -> None:
         """ErzyCall now holds ``payload`` for this phone: remember it, clear any pending work
-        (fenced). ``source_fp``: the fingerprint of the CRM records ``payload`` came from."""
+        (fenced). ``source_fp``: the fingerprint of the CRM records ``payload`` came from;
+        ``source_read_at``: when the CRM read it came from began."""
         values: dict[str, Any] = {
             "remote_id": remote_id,
             "last_payload": _dumps(dict(payload)),
             "last_hash": payload_hash,
             "source_fp": source_fp,
+            "source_read_at": source_read_at,
+            "confirmed_at": time.time(),
             "crm_ids": _dumps(sorted(set(crm_ids))),
             "last_outcome": outcome,
             **_NOTHING_PENDING,

@@ -117,7 +117,8 @@ def test_a_state_database_from_before_accounts_is_migrated_and_taken_over(harnes
         conn.execute(sa.text("DELETE FROM erzy_account_keys"))
         conn.execute(sa.text(OLD_LAYOUT))
         for row in rows:
-            values = {k: v for k, v in row.items() if k not in ("account_id", "source_fp")}
+            new = ("account_id", "source_fp", "source_read_at", "confirmed_at")
+            values = {k: v for k, v in row.items() if k not in new}
             columns = ", ".join(values)
             conn.execute(
                 sa.text(f"INSERT INTO erzy_contact_state ({columns}) VALUES "
