@@ -48,8 +48,15 @@ from erzy_pipelines.erzycall import errors
 MAX_ACCOUNTS_PROBED = 3
 PROBES_PER_ACCOUNT = 3
 
-#: GET /contacts/{id} → the contact's phone, or None when it is not there (404/400).
+#: GET /contacts/{id} → the contact's phone, or None when the API says it is not there (its own
+#: 404 NOT_FOUND). Any other answer raises DoubtfulProbe.
 Probe = Callable[[str], str | None]
+
+
+class DoubtfulProbe(Exception):
+    """The account probe got an answer that is not the API's: recognizing the account would be a
+    guess, and a wrong guess splits an organization's state in two for good. The run fails,
+    nothing is registered, and the next run probes again."""
 
 
 @dataclass(frozen=True)
@@ -238,8 +245,22 @@ def probe_with(client: object) -> Probe:
     def probe(remote_id: str) -> str | None:
         try:
             return client.get_contact(remote_id).phone  # type: ignore[attr-defined]
-        except (errors.NotFoundError, errors.ValidationError):
-            return None
+        except errors.NotFoundError as exc:
+            if exc.from_the_api:
+                return None
+            raise DoubtfulProbe(
+                "recognizing the ErzyCall account of this key and URL: a stored contact was "
+                f"answered {exc.status} without the API's NOT_FOUND error (a proxy's page or a "
+                "wrong base path?). Nothing was decided; check ERZYCALL_BASE_URL and any proxy "
+                "in front of it, then run again"
+            ) from None
+        except errors.ErzyCallError as exc:
+            raise DoubtfulProbe(
+                "recognizing the ErzyCall account of this key and URL: a stored contact was "
+                f"answered {exc.status or 'no response'} {exc.code or type(exc).__name__}, "
+                "which says neither that this account holds it nor that it does not. Nothing "
+                "was decided; check ERZYCALL_BASE_URL and ERZYCALL_API_KEY, then run again"
+            ) from None
 
     return probe
 
@@ -266,6 +287,14 @@ UNVERIFIED_NOTE = (
 )
 
 
+def unverified(namespace: str) -> str:
+    """The provisional account of a dry run with a new credential, one per sync (namespace), so
+    the record caches of two syncs' dry runs never evict each other."""
+    if not namespace:
+        return UNVERIFIED
+    return f"{UNVERIFIED}-{hashlib.sha256(namespace.encode()).hexdigest()[:16]}"
+
+
 def account_for_run(
     store: StateStore,
     credential: Credential,
@@ -279,7 +308,7 @@ def account_for_run(
     if known is not None:
         return Account(known, known=True)
     if dry_run:
-        return Account(UNVERIFIED, known=False, note=UNVERIFIED_NOTE)
+        return Account(unverified(credential.namespace), known=False, note=UNVERIFIED_NOTE)
     with open_probe() as probe:
         return resolve_account(
             store, credential.base_url, credential.key_id, probe, credential.namespace

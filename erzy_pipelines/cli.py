@@ -393,7 +393,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from erzy_pipelines.accounts import account_for_run, probe_with
+    from erzy_pipelines.accounts import DoubtfulProbe, account_for_run, probe_with
     from erzy_pipelines.baseline import baseline_rows
     from erzy_pipelines.crm.record_cache import RecordCache
     from erzy_pipelines.definitions import build_resources
@@ -412,9 +412,13 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             with contextlib.closing(res.erzycall.make_client(res.state.url)) as client:
                 yield probe_with(client)
 
-        account = account_for_run(
-            store, res.erzycall.credential(), dry_run=False, open_probe=probing
-        )
+        try:
+            account = account_for_run(
+                store, res.erzycall.credential(), dry_run=False, open_probe=probing
+            )
+        except DoubtfulProbe as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         store = store.with_account(account.account_id)
         engine = res.crm.engine()
         memberships = res.crm.memberships(engine)

@@ -172,11 +172,6 @@ def remote_payload(remote: RemoteContact) -> dict[str, Any]:
     return {**remote.as_payload(), "groupIds": sorted(remote.group_ids)}
 
 
-def _is_deleted(exc: errors.NotFoundError) -> bool:
-    """Only the API's own answer means the contact is gone: a 404 with its NOT_FOUND envelope."""
-    return exc.status == 404 and exc.code == "NOT_FOUND"
-
-
 class _Executor:
     def __init__(
         self,
@@ -252,7 +247,7 @@ class _Executor:
             self.client.delete_contact(op.remote_id, op.idempotency_key)
             result.http_status = 204
         except errors.NotFoundError as exc:
-            if not _is_deleted(exc):
+            if not exc.from_the_api:
                 raise
             result.http_status = 404
         self.store.record_deleted(op.contact.phone, self.run_id)
@@ -290,7 +285,7 @@ class _Executor:
             if body:
                 self.client.update_contact(op.remote_id, body, key)
         except errors.NotFoundError as exc:
-            if not _is_deleted(exc):
+            if not exc.from_the_api:
                 raise
             # Deleted in ErzyCall: create it again, with a key of its own so the recreate can
             # never replay an old create of this phone. The old id stays until the new one is

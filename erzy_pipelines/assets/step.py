@@ -14,7 +14,13 @@ import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRunStatus
 from sqlalchemy import exc as sa_exc
 
-from erzy_pipelines.accounts import Account, Probe, account_for_run, probe_with
+from erzy_pipelines.accounts import (
+    Account,
+    DoubtfulProbe,
+    Probe,
+    account_for_run,
+    probe_with,
+)
 from erzy_pipelines.core.budget import format_duration
 from erzy_pipelines.core.removal import Removal
 from erzy_pipelines.crm.record_cache import RecordCache
@@ -210,9 +216,13 @@ def bind_account(
         with contextlib.closing(erzycall.make_client(state.url, sleep=stop.sleep)) as client:
             yield probe_with(client)
 
-    account = account_for_run(
-        store, erzycall.credential(state.namespace), dry_run=dry_run, open_probe=probing
-    )
+    try:
+        account = account_for_run(
+            store, erzycall.credential(state.namespace), dry_run=dry_run, open_probe=probing
+        )
+    except DoubtfulProbe as exc:
+        raise dg.Failure(description=f"Sync stopped before sending anything: {exc}.",
+                         allow_retries=False) from None
     if not account.known:
         spent = f" ({account.probes} request(s) to find out)" if account.probes else ""
         context.log.info(f"ErzyCall account {account.account_id}: {account.note}{spent}.")

@@ -706,7 +706,9 @@ class StateStore:
         query = (
             sa.select(c.phone, c.remote_id)
             .where(self._mine(c.remote_id.is_not(None), c.last_hash.is_not(None)))
-            .order_by(c.updated_at.desc(), c.phone)
+            # confirmed_at: when a write last succeeded (claims, failures and deferrals leave it
+            # alone); rows from before it was kept come last, by when they last changed.
+            .order_by(c.confirmed_at.is_(None), c.confirmed_at.desc(), c.updated_at.desc(), c.phone)
             .limit(limit)
         )
         with self._engine.connect() as conn:
@@ -795,6 +797,7 @@ class StateStore:
                 "intent_seq": 0,
                 "deferred": 0,
                 "updated_at": now,
+                "confirmed_at": time.time(),
             }
             for r in rows
         ]

@@ -111,6 +111,12 @@ class PermissionDeniedError(ErzyCallError):
 class NotFoundError(ErzyCallError):
     """404: missing, or belongs to another organization."""
 
+    @property
+    def from_the_api(self) -> bool:
+        """The API's own answer (its error envelope with code ``NOT_FOUND``): the thing is not
+        there. A 404 without it (a proxy's page, a wrong base path) says nothing about it."""
+        return self.status == 404 and self.code == "NOT_FOUND"
+
 
 class ConflictError(ErzyCallError):
     """409 CONFLICT: a contact with this phone already exists (the body does not name it)."""

@@ -78,6 +78,73 @@ def test_a_rotated_key_of_the_same_account_keeps_the_state_for_one_request(
         sandbox.stop()
 
 
+def test_a_proxys_404_during_a_key_rotation_fails_the_run_and_decides_nothing(
+    tmp_path, monkeypatch, harness_factory, sqlite_url, capsys
+):
+    """The new key's account probe meets a proxy's 404 (no API envelope): that says nothing
+    about the account. The run fails, saying why, registers nothing and sends nothing; once the
+    proxy is right, the rotation finds the same account and the contacts stay unchanged."""
+    sandbox = SandboxServer(
+        SandboxConfig(limits=LIMITS, keys={DEMO_API_KEY: KeySpec(), ROTATED_KEY: KeySpec()})
+    ).start()
+    try:
+        h = harness_factory(sqlite_url)
+        _point_at(monkeypatch, h, sandbox)
+        h.add_people(person(i) for i in range(1, 11))
+        assert h.sync()[0] == 0
+        with h.state() as store:
+            before = store.account
+
+        _point_at(monkeypatch, h, sandbox, ROTATED_KEY)
+        sandbox.faults.proxy_404 = 3
+        mark = len(sandbox.request_log)
+        code, _ = h.sync()
+        assert code == 1
+        assert "without the API's NOT_FOUND error" in capsys.readouterr().err
+        assert [r.method for r in sandbox.request_log[mark:]] == ["GET"]  # the probe, no write
+        with StateStore(h.state_url) as store:
+            assert known_account(store, sandbox.base_url, key_id_of(ROTATED_KEY)) is None
+
+        sandbox.faults.proxy_404 = 0
+        code, summaries = h.sync()
+        assert code == 0 and summaries[0]["unchanged"] == 10 and summaries[0]["requests"] == 1
+        with StateStore(h.state_url) as store:
+            assert known_account(store, sandbox.base_url, key_id_of(ROTATED_KEY)) == before
+    finally:
+        sandbox.stop()
+
+
+def test_the_probe_picks_the_contacts_confirmed_last_not_the_ones_touched_last(tmp_path):
+    """Claims, failures and deferrals change a contact's row, not what ErzyCall holds: the probe
+    asks for the contacts whose writes were confirmed most recently."""
+    store = StateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    for i, phone in enumerate(["+14155551001", "+14155551002", "+14155551003"]):
+        assert store.claim(phone, "r1", 60)
+        store.begin_intent(phone, "r1", 1, f"h{i}", f"k{i}")
+        store.record_success(
+            phone, "r1", remote_id=f"id{i}", payload={"title": "x"}, payload_hash=f"h{i}",
+            crm_ids=[str(i)], created=True, outcome="created",
+        )
+        store.release(phone, "r1")
+    # the oldest confirmed contact is claimed and then fails: its row changes, its write does not
+    assert store.claim("+14155551001", "r2", 60)
+    store.begin_intent("+14155551001", "r2", 2, "h9", "k9")
+    store.record_failure(
+        "+14155551001", "r2", outcome="failed", error_code="x", error_message="x",
+        payload_hash="h9", permanent=False,
+    )
+    store.release("+14155551001", "r2")
+    assert [p for p, _ in store.known_remote_ids(2)] == ["+14155551003", "+14155551002"]
+
+
+def test_dry_runs_of_two_syncs_with_a_new_key_keep_apart(tmp_path):
+    from erzy_pipelines.accounts import UNVERIFIED, unverified
+
+    assert unverified("") == UNVERIFIED
+    assert unverified("sales") != unverified("support")
+    assert all(len(unverified(n)) <= 32 for n in ("sales", "x" * 64))
+
+
 def test_a_dry_run_with_an_unknown_key_plans_everything_as_new_and_says_why(harness, monkeypatch):
     h = harness
     h.add_people(person(i) for i in range(1, 4))

@@ -1,8 +1,9 @@
 """The sandbox API's behaviour, independent of sockets: ``SandboxApp.handle(Request)``.
 
-Order of a ``/api/v1`` request: latency fault → ``burst_429`` fault → key check (401) → rate
-limit (429) → ``error_rate`` fault (500) → route (404/405) → scope (403) → the route itself →
-``lose_response_rate`` fault. Every ``/api/v1`` response carries the ``X-RateLimit-*`` headers.
+Order of a ``/api/v1`` request: latency fault → ``burst_429`` fault → ``proxy_404`` fault → key
+check (401) → rate limit (429) → ``error_rate`` fault (500) → route (404/405) → scope (403) → the
+route itself → ``lose_response_rate`` fault. Every ``/api/v1`` response carries the
+``X-RateLimit-*`` headers.
 
 Choices where the docs say [unknown] (see also ratelimit, validation and store):
 
@@ -268,6 +269,8 @@ class SandboxApp:
             return _error(
                 ApiError(429, "RATE_LIMITED", "Rate limit exceeded.", headers=decision.headers())
             )
+        if self.injector.take_proxy_404():
+            return Response(404, {"message": "no upstream for this path (proxy)"})
         try:
             spec = self._authenticate(raw_key)
         except ApiError as exc:

@@ -7,6 +7,9 @@ failures on every run. Where each fault strikes in a request's life:
 1. ``latency`` (for ``latency_rate`` of requests): sleep before anything else.
 2. ``burst_429``: the next N API requests answer 429 ``RATE_LIMITED`` with ``Retry-After: 1``,
    before authentication; they do not count toward the rate-limit windows.
+   ``proxy_404``: the next N API requests answer 404 with a proxy's own body (no API error
+   envelope, so no ``NOT_FOUND`` code), as a gateway in front of the API does during a
+   deployment or with a wrong base path; they do not count toward the rate-limit windows.
 3. ``error_rate``: after authentication and rate limiting (the request is counted), answer 500
    ``INTERNAL_ERROR`` before any route runs, so nothing is written.
 4. ``lose_response_rate``: on POST/PATCH/DELETE that reached their route, the outcome is committed
@@ -30,6 +33,7 @@ class Faults:
     latency: float = 0.0
     latency_rate: float = 1.0
     burst_429: int = 0
+    proxy_404: int = 0
 
     def update(self, values: dict[str, Any]) -> None:
         """Set several fields at once, validated (used by ``POST /_sandbox/faults``)."""
@@ -41,9 +45,9 @@ class Faults:
         for name, value in values.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{name} must be a number")
-            if name == "burst_429":
+            if name in ("burst_429", "proxy_404"):
                 if int(value) != value or value < 0:
-                    raise ValueError("burst_429 must be a non-negative integer")
+                    raise ValueError(f"{name} must be a non-negative integer")
                 checked[name] = int(value)
             elif name == "latency":
                 if value < 0:
@@ -88,6 +92,14 @@ class FaultInjector:
         with self._lock:
             if self.faults.burst_429 > 0:
                 self.faults.burst_429 -= 1
+                return True
+            return False
+
+    def take_proxy_404(self) -> bool:
+        """Consume one forced proxy 404, if any are left."""
+        with self._lock:
+            if self.faults.proxy_404 > 0:
+                self.faults.proxy_404 -= 1
                 return True
             return False
 

@@ -210,6 +210,12 @@ class SandboxServer:
             self.app.store.close()
             self._closed = True
 
+    def wait_idle(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) until no connection is open: a request that reached the server just
+        before its client was killed is handled to the end (as a real server would)."""
+        if self._httpd is not None:
+            self._httpd.wait_idle(timeout)
+
     def __enter__(self) -> SandboxServer:
         return self.start() if self._httpd is None else self
 
