@@ -411,7 +411,7 @@ def _removals(store: Any, removal: Removal | None) -> tuple[list[Operation], str
     """The DELETEs of the opt-in removal (none when it is off), or none and why."""
     if removal is None:
         return [], None
-    return plan_removals(store.created_contacts(removal.before), store.synced_count(), removal)
+    return plan_removals(store.created_contacts(removal.before), store.created_count(), removal)
 
 
 def _status(report: SyncReport, counts: dict[str, int]) -> str:

@@ -17,6 +17,7 @@ from erzy_pipelines.assets import events
 from erzy_pipelines.assets.step import (
     SyncResources,
     bind_account,
+    note_whole_read,
     read_and_prepare,
     removal_for,
     sync_step,
@@ -67,10 +68,11 @@ def _plan(
             run_id=context.run_id,
             partition_key=scope.label,
             dry_run=True,
-            removal=removal_for(policy, scope, extracted),
+            removal=removal_for(policy, scope, extracted, store),
             account=account,
             ownership=policy.owner(extracted.managed_groups),
         )
+        note_whole_read(store, context.run_id, scope, extracted, policy.max_deletion_share)
         figures = group_figures(
             run_partition_keys(context),
             extracted.records,

@@ -22,7 +22,7 @@ from erzy_pipelines.accounts import (
     probe_with,
 )
 from erzy_pipelines.core.budget import format_duration
-from erzy_pipelines.core.removal import Removal
+from erzy_pipelines.core.removal import Removal, read_collapsed
 from erzy_pipelines.crm.record_cache import RecordCache
 from erzy_pipelines.crm.state import StateStore
 from erzy_pipelines.erzycall import errors
@@ -230,7 +230,7 @@ def bind_account(
 
 
 def removal_for(
-    policy: SyncPolicyResource, scope: SyncScope, extracted: Extracted
+    policy: SyncPolicyResource, scope: SyncScope, extracted: Extracted, store: StateStore
 ) -> Removal | None:
     """The opt-in removal of a run over the whole CRM (a group run never removes anything)."""
     if not policy.delete_removed or scope.groups is not None:
@@ -242,7 +242,20 @@ def removal_for(
         max_per_run=policy.max_deletions_per_run,
         max_share=policy.max_deletion_share,
         before=extracted.read_started,
+        last_read=store.last_whole_read(),
     )
+
+
+def note_whole_read(
+    store: StateStore, run_id: str, scope: SyncScope, extracted: Extracted, max_share: float
+) -> None:
+    """Keep how many records a whole-CRM read returned, as the next removal's yardstick, unless
+    the read looks collapsed against the current one (then the yardstick stays as it was)."""
+    if scope.groups is not None:
+        return
+    read = len(extracted.records)
+    if read_collapsed(read, store.last_whole_read(), max_share) is None:
+        store.note_whole_read(run_id, read)
 
 
 def budget_spent_message(frees_at: float, counts: Mapping[str, int]) -> str:

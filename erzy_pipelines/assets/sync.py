@@ -28,6 +28,7 @@ from erzy_pipelines.assets.step import (
     SyncResources,
     bind_account,
     budget_spent_message,
+    note_whole_read,
     read_and_prepare,
     removal_for,
     retried_on_infrastructure,
@@ -280,7 +281,7 @@ def _sync(
             partition_key=scope.label,
             reconcile=config.full_resync,
             respect_deleted=policy.deleted_in_erzycall == "respect",
-            removal=removal_for(policy, scope, extracted),
+            removal=removal_for(policy, scope, extracted, store),
             budget=budget,
             on_progress=progress,
             stop=stop,
@@ -290,6 +291,7 @@ def _sync(
             lease_seconds=policy.lease_seconds,
             read_started=extracted.read_started.timestamp() if extracted.read_started else None,
         )
+        note_whole_read(store, context.run_id, scope, extracted, policy.max_deletion_share)
         report = summary.report
         complete = not (report.aborted or report.stopped)
         figures = group_figures(

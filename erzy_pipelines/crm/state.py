@@ -217,6 +217,8 @@ sync_runs = sa.Table(
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("dry_run", sa.Boolean(), nullable=False, default=False),
     *(sa.Column(name, sa.Integer(), nullable=False, default=0) for name in RUN_COUNT_FIELDS),
+    # Records a whole-CRM read returned, unless it looked collapsed: the removal's yardstick.
+    sa.Column("crm_records", sa.Integer()),
     **TABLE_OPTIONS,
 )
 
@@ -465,7 +467,7 @@ def migrate(engine: Engine) -> None:
     - ``erzy_sync_audit`` and ``erzy_sync_runs`` get their ``account_id`` column,
       ``erzy_contacts`` its ``source_fp``, ``source_read_at`` and ``confirmed_at``,
       ``erzy_accounts`` its ``namespace`` ("") and ``erzy_sync_runs`` its ``deleted`` and
-      ``drift_*`` counts (0).
+      ``drift_*`` counts (0) and ``crm_records`` (NULL).
     """
     inspector = sa.inspect(engine)
     tables = set(inspector.get_table_names())
@@ -479,6 +481,8 @@ def migrate(engine: Engine) -> None:
         if name not in contact_columns:
             _try_ddl(engine, f"ALTER TABLE {contact_state.name} ADD COLUMN {name} DOUBLE PRECISION")
     run_columns = {c["name"] for c in inspector.get_columns(sync_runs.name)}
+    if "crm_records" not in run_columns:
+        _try_ddl(engine, f"ALTER TABLE {sync_runs.name} ADD COLUMN crm_records INTEGER")
     for name in ("deleted", "drift_deleted", "drift_edited"):
         if name not in run_columns:
             _try_ddl(
@@ -675,10 +679,13 @@ class StateStore:
         for row in rows:
             yield self._to_state(row), list(_decode_state_row(row)["crm_ids"] or [])
 
-    def synced_count(self) -> int:
-        """How many contacts of this account ErzyCall holds (a stored id)."""
+    def created_count(self) -> int:
+        """How many contacts the sync created that ErzyCall holds: all that removal can ever
+        delete, and the yardstick of its share guard (``core/removal.py``)."""
         c = contact_state.c
-        query = sa.select(sa.func.count()).where(self._mine(c.remote_id.is_not(None)))
+        query = sa.select(sa.func.count()).where(
+            self._mine(c.created_by_sync.is_(True), c.remote_id.is_not(None))
+        )
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -1129,6 +1136,34 @@ class StateStore:
             conn.execute(sync_runs.update().where(sync_runs.c.run_id == run_id).values(values))
 
         self._write(txn)
+
+    def note_whole_read(self, run_id: str, records: int) -> None:
+        """How many records this run's whole-CRM read returned (see ``last_whole_read``)."""
+
+        def txn(conn: Connection) -> None:
+            insert_ignore(
+                conn, sync_runs, [{"run_id": run_id, "started_at": _utcnow(), "status": "running"}]
+            )
+            conn.execute(
+                sync_runs.update()
+                .where(sync_runs.c.run_id == run_id)
+                .values(crm_records=records, account_id=self.account)
+            )
+
+        self._write(txn)
+
+    def last_whole_read(self) -> int | None:
+        """Records the latest whole-CRM read of this account returned that did not look
+        collapsed: what the removal compares a read with (``core/removal.py``)."""
+        r = sync_runs.c
+        query = (
+            sa.select(r.crm_records)
+            .where(r.account_id == self.account, r.crm_records.is_not(None))
+            .order_by(r.started_at.desc(), r.run_id.desc())
+            .limit(1)
+        )
+        with self._engine.connect() as conn:
+            return conn.execute(query).scalar()
 
     def runs(self, limit: int = 20) -> list[dict]:
         """Recorded runs, newest first."""

@@ -47,7 +47,8 @@ def test_removal_deletes_only_created_contacts_after_listing_them_in_the_dry_run
     harness, monkeypatch
 ):
     h = harness
-    setup(h, monkeypatch)
+    # 58 created (2 adopted): 10% of them is 5.8; 4 of 60 records gone is under 10% too
+    setup(h, monkeypatch, ERZY_MAX_DELETION_SHARE="0.1")
     remove_people(h, [1, 5, 6, 7])  # 1 was adopted: never deleted
 
     code, [plan] = h.sync(dry_run=True)
@@ -80,7 +81,7 @@ def test_more_deletions_than_allowed_per_run_deletes_nothing_and_fails_the_check
     harness, monkeypatch
 ):
     h = harness
-    setup(h, monkeypatch, ERZY_MAX_DELETIONS_PER_RUN="2")
+    setup(h, monkeypatch, ERZY_MAX_DELETIONS_PER_RUN="2", ERZY_MAX_DELETION_SHARE="0.1")
     remove_people(h, [10, 11, 12])
     code, [summary] = h.sync()
     assert summary["deleted"] == 0 and h.writes_since_sync() == []
@@ -96,8 +97,8 @@ def test_more_deletions_than_allowed_per_run_deletes_nothing_and_fails_the_check
 
 def test_a_share_above_the_guard_deletes_nothing(harness, monkeypatch):
     h = harness
-    setup(h, monkeypatch)  # 60 synced: 5% is 3
-    remove_people(h, [20, 21, 22, 23])
+    setup(h, monkeypatch)  # 58 created (2 adopted): 5% is 2.9
+    remove_people(h, [20, 21, 22])
     code, [summary] = h.sync()
     assert summary["deleted"] == 0 and h.writes_since_sync() == []
     check = _check(h, "deletions_within_guards")
@@ -170,3 +171,47 @@ def test_a_contact_written_after_the_run_began_reading_the_crm_is_left_for_the_n
     assert len(list(store.created_contacts())) == N - 2
     long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     assert list(store.created_contacts(before=long_ago)) == []  # all written since
+
+
+def test_an_emptied_crm_deletes_nothing_even_when_most_contacts_were_adopted(
+    harness, monkeypatch
+):
+    """ErzyCall already held most of the CRM's phones (another tool filled it): the sync adopted
+    those and created a few. The CRM's tables are then emptied: a read of 0 rows is a broken
+    read, not 'every contact left', and the few created contacts are all of what the sync
+    created, not a small share of what it holds. Nothing is deleted and the check fails."""
+    h = harness
+    monkeypatch.setenv("ERZY_DELETE_REMOVED", "true")
+    for i in range(1, 98):
+        h.sandbox.add_contact_direct({"phone": _phone(i), "title": f"Person {i} (other tool)"})
+    h.add_people(person(i) for i in range(1, 101))
+    code, [summary] = h.sync()
+    assert code == 0 and summary["created"] == 3 and summary["updated"] == 97
+    with h.engine.begin() as conn:
+        conn.execute(people.delete())
+    code, [summary] = h.sync()
+    assert code == 0 and summary["deleted"] == 0 and h.writes_since_sync() == []
+    check = _check(h, "deletions_within_guards")
+    assert check.passed is False and "no record at all" in check.description
+    assert len(h.remote_by_phone()) == 100
+
+
+def test_a_read_far_smaller_than_the_last_deletes_nothing_until_the_share_is_raised(
+    harness, monkeypatch
+):
+    """A contacts query that suddenly returns a third fewer rows (a broken join, a filter) is
+    taken as broken: nothing is deleted, and a read that stays broken never becomes the
+    yardstick. Raising the share for one run lets a real mass departure through."""
+    h = harness
+    setup(h, monkeypatch, ERZY_MAX_DELETION_SHARE="0.5")
+    remove_people(h, range(41, N + 1))  # 20 of 60 gone: within 50% of the created, a collapse
+    monkeypatch.setenv("ERZY_MAX_DELETION_SHARE", "0.3")
+    for _ in range(2):  # the next run compares with the last good read too
+        code, [summary] = h.sync()
+        assert code == 0 and summary["deleted"] == 0 and h.writes_since_sync() == []
+        check = _check(h, "deletions_within_guards")
+        assert check.passed is False
+        assert "20 fewer than the 60 of the last read" in check.description
+    monkeypatch.setenv("ERZY_MAX_DELETION_SHARE", "0.5")
+    code, [summary] = h.sync()
+    assert code == 0 and summary["deleted"] == 20
