@@ -36,24 +36,25 @@ class LeaseKeeper:
         self.stop = stop or StopSignal()
         self._clock = clock
         self._renewed = clock()
-        self.holding = False  # set by the executor while it holds a contact's lease
+        self.holding: str | None = None  # the phone whose lease the executor holds, if any
 
     @property
     def renew_every(self) -> float:
         return self.lease_seconds / 3
 
-    def hold(self) -> None:
-        self.holding, self._renewed = True, self._clock()
+    def hold(self, phone: str) -> None:
+        self.holding, self._renewed = phone, self._clock()
 
     def let_go(self) -> None:
-        self.holding = False
+        self.holding = None
 
     def confirm(self) -> None:
-        """Renew the lease now; LeaseLost if this run no longer holds it."""
-        if not self.holding:
+        """Renew the held contact's lease now; LeaseLost if this run no longer holds *that*
+        contact's lease (holding another one proves nothing about it)."""
+        if self.holding is None:
             return
-        if self.store.renew(self.run_id, self.lease_seconds) == 0:
-            self.holding = False
+        if self.store.renew(self.run_id, self.lease_seconds, phone=self.holding) == 0:
+            self.holding = None
             raise LeaseLost(f"run {self.run_id} lost its contact lease while it waited")
         self._renewed = self._clock()
 

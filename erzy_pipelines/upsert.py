@@ -477,7 +477,7 @@ def execute_plan(
             result = _unchanged(op)
         else:
             op = fresh
-            keeper.hold()
+            keeper.hold(op.contact.phone)
             try:
                 result = executor.run(op)
             except SyncStopped:

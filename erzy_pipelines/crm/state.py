@@ -842,14 +842,20 @@ class StateStore:
 
         return self._write(txn)
 
-    def renew(self, run_id: str, lease_seconds: float, now: float | None = None) -> int:
-        """Extend every lease ``run_id`` holds (in any account); returns how many it holds."""
+    def renew(
+        self,
+        run_id: str,
+        lease_seconds: float,
+        now: float | None = None,
+        phone: str | None = None,
+    ) -> int:
+        """Extend the leases ``run_id`` holds (in any account; with ``phone``, only that contact's
+        in this store's account); returns how many it holds."""
         now = time.time() if now is None else now
-        stmt = (
-            contact_state.update()
-            .where(contact_state.c.lease_run_id == run_id)
-            .values(lease_until=now + lease_seconds)
-        )
+        held = contact_state.c.lease_run_id == run_id
+        if phone is not None:
+            held = self._mine(held, contact_state.c.phone == phone)
+        stmt = contact_state.update().where(held).values(lease_until=now + lease_seconds)
         return self._write(lambda conn: conn.execute(stmt).rowcount)
 
     def release(self, phone: str, run_id: str) -> None:

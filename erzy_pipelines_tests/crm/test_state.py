@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -447,3 +448,21 @@ def test_the_record_cache_round_trips_on_every_backend(any_db_url: str) -> None:
         cache.save({"c1": (8, moved, None)}, vanished=["c2"])  # replaced in place, c2 forgotten
         assert cache.load() == ({"c1": (8, PHONE)}, {})
         assert cache.contacts(["c1"]) == {"c1": (8, moved)}
+
+
+def test_a_lease_is_confirmed_for_the_contact_being_sent_not_for_any_the_run_holds(tmp_path):
+    """Run A holds X's lease; Y's lease expired and run B took it. Confirming before sending Y
+    must fail for A, although A still holds *a* lease (X's)."""
+    from erzy_pipelines.crm.state import LeaseLost
+    from erzy_pipelines.leases import LeaseKeeper
+
+    store = StateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    x, y = "+14155551001", "+14155551002"
+    assert store.claim(x, "A", 60) and store.claim(y, "A", 60, now=time.time() - 120)
+    assert store.claim(y, "B", 60)  # A's lease on Y had expired
+    keeper = LeaseKeeper(store, "A", 60)
+    keeper.hold(x)
+    keeper.confirm()  # X is still A's
+    keeper.hold(y)
+    with pytest.raises(LeaseLost):
+        keeper.confirm()
