@@ -64,6 +64,23 @@ def scope_from_partition_keys(selected: Sequence[str], known: Iterable[str]) -> 
     )
 
 
+def whole_only_if_complete(
+    scope: SyncScope, selected: Sequence[str], crm_groups: Iterable[str]
+) -> SyncScope:
+    """A run that selected every *registered* partition is a run over the whole CRM only if the
+    partitions cover every group the CRM has now: a group the sensor has not registered yet
+    would otherwise turn a group run into a full one (and let removal run). Otherwise it is a
+    run over the groups it selected."""
+    if scope.groups is not None or not selected:
+        return scope
+    if set(desired_partition_keys(crm_groups)) <= set(selected):
+        return scope
+    return SyncScope(
+        groups=frozenset(set(selected) - {UNGROUPED_KEY}),
+        include_ungrouped=UNGROUPED_KEY in selected,
+    )
+
+
 def run_partition_keys(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> list[str]:
     """The partition keys a run covers ([] for a run without partitions)."""
     if not context.has_partition_key and not context.has_partition_key_range:

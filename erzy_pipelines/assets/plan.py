@@ -58,7 +58,7 @@ def _plan(
     store, scope, windows = state.store(), scope_for(context, names), erzycall.windows()
     with sync_step(context) as stop:
         store, account = bind_account(context, store, erzycall, state, stop, dry_run=True)
-        extracted, prepared = read_and_prepare(
+        extracted, prepared, scope = read_and_prepare(
             context, crm=crm, store=store, scope=scope, region=policy.default_region, stop=stop
         )
         summary = run_sync(

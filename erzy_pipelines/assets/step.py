@@ -34,7 +34,12 @@ from erzy_pipelines.incremental import (
     prepare_incremental,
 )
 from erzy_pipelines.names import SyncNames
-from erzy_pipelines.partitions import SyncScope, unknown_groups
+from erzy_pipelines.partitions import (
+    SyncScope,
+    run_partition_keys,
+    unknown_groups,
+    whole_only_if_complete,
+)
 from erzy_pipelines.pipeline import group_keys_of
 from erzy_pipelines.resources import (
     CrmDatabaseResource,
@@ -121,10 +126,11 @@ def read_and_prepare(
     region: str,
     stop: StopSignal,
     replan_all: bool = False,
-) -> tuple[Extracted, Prepared]:
-    """The run's CRM records, normalized where they changed, and the contacts to plan
-    (``incremental.py``; ``replan_all``: every contact, for a full resync). Fails at once,
-    naming the CRM's groups, when the run selected a group the CRM does not have."""
+) -> tuple[Extracted, Prepared, SyncScope]:
+    """The run's CRM records, normalized where they changed, the contacts to plan
+    (``incremental.py``; ``replan_all``: every contact, for a full resync), and the run's scope
+    as the CRM's groups decide it. Fails at once, naming the CRM's groups, when the run
+    selected a group the CRM does not have."""
     read_started = dt.datetime.now(dt.UTC)
     engine = crm.engine()
     cache = RecordCache(store)
@@ -132,6 +138,7 @@ def read_and_prepare(
     with gc_paused():
         memberships = crm.memberships(engine)
         crm_groups = group_keys_of(memberships)
+        scope = whole_only_if_complete(scope, run_partition_keys(context), crm_groups)
         unknown = unknown_groups(scope, crm_groups)
         if unknown:
             raise dg.Failure(
@@ -167,7 +174,7 @@ def read_and_prepare(
         f"{prepared.contact_count} contacts, {len(prepared.settled)} settled, "
         f"{len(prepared.contacts)} to plan"
     )
-    return extracted, prepared
+    return extracted, prepared, scope
 
 
 def send_slot(context: Context, store: StateStore, stop: StopSignal, pool: str) -> Callable:

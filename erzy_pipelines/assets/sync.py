@@ -243,7 +243,7 @@ def _sync(
         store, account = bind_account(
             context, store, erzycall, state, stop, dry_run=False
         )
-        extracted, prepared = read_and_prepare(
+        extracted, prepared, scope = read_and_prepare(
             context,
             crm=crm,
             store=store,

@@ -11,7 +11,7 @@ import pytest
 from erzy_pipelines.assets.events import SYNC_KEYS
 from erzy_pipelines.definitions import build_definitions
 from erzy_pipelines.partitions import CRM_GROUPS_PARTITIONS_NAME, UNGROUPED_KEY
-from erzy_pipelines_tests.assets.conftest import SyncHarness, person
+from erzy_pipelines_tests.assets.conftest import SyncHarness, people, person
 
 
 def _events(
@@ -181,3 +181,38 @@ def test_a_run_that_cannot_finish_sending_leaves_its_partitions_failed_with_its_
     assert seen["vip"]["failed"] + seen["vip"]["deferred"] == 2 and seen["vip"]["created"] == 0
     assert h.instance.get_materialized_partitions(dg.AssetKey("erzycall_contacts")) == set()
     assert h.instance.get_runs(limit=1)[0].status == dg.DagsterRunStatus.FAILURE
+
+
+def test_a_run_of_every_registered_partition_is_a_group_run_while_a_crm_group_is_missing(
+    harness, monkeypatch
+):
+    """The sensor has registered only 'vip' (the CRM grew a 'trial' group since its last tick):
+    a run of partition vip is a run of vip, not of the whole CRM — so removal stays off and a
+    trial-only contact is neither sent nor deleted."""
+    from erzy_pipelines.partitions import scope_from_partition_keys, whole_only_if_complete
+
+    h = harness
+    monkeypatch.setenv("ERZY_DELETE_REMOVED", "true")
+    monkeypatch.setenv("ERZY_MAX_DELETION_SHARE", "0.5")  # a full run would delete person 3
+    h.add_people([person(1), person(2), person(3)])
+    h.add_memberships([(1, "vip"), (2, "trial")])
+    assert h.sync()[0] == 0  # all three exist now, created by the sync
+    h.remove_membership(2, "trial")
+    with h.engine.begin() as conn:
+        conn.execute(people.delete().where(people.c.id == 3))  # would be removed by a full run
+    for key in h.instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME):
+        h.instance.delete_dynamic_partition(CRM_GROUPS_PARTITIONS_NAME, key)
+    h.instance.add_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME, ["vip"])
+    h.add_memberships([(2, "trial")])
+    assert scope_from_partition_keys(["vip"], ["vip"]).groups is None  # all registered...
+    scope = whole_only_if_complete(scope_from_partition_keys(["vip"], ["vip"]), ["vip"],
+                                   ["vip", "trial"])
+    assert scope.groups == {"vip"} and not scope.include_ungrouped  # ...yet not the whole CRM
+    job = build_definitions().resolve_job_def("erzycall_sync")
+    mark = len(h.sandbox.request_log)
+    result = job.execute_in_process(instance=h.instance, partition_key="vip")
+    assert result.success
+    assert [r.method for r in h.sandbox.request_log[mark:]] == []  # no DELETE of person 3
+    with h.state() as store:
+        (run,) = [r for r in store.runs(limit=5) if r["run_id"] == result.run_id]
+    assert run["partition_key"] == "vip"
