@@ -12,7 +12,9 @@ from typing import Any
 
 from erzy_pipelines.erzycall.logutil import mask_email, mask_phone_text, mask_text
 
-#: How each personal column is masked; other columns are shown as they are (ids, codes).
+#: How each personal column is masked; ``custom_*`` columns (anything the user's SQL adds: a
+#: second phone, an email, an address) are free text, masked like notes. Other columns are shown
+#: as they are (ids, codes, dates).
 MASKS = {
     "phone": mask_phone_text,
     "email": mask_email,
@@ -27,8 +29,9 @@ def _cell(value: Any, column: str = "") -> str:
     if isinstance(value, tuple | list):
         value = ", ".join(map(str, value))
     text = str(value)
-    if column in MASKS and text:
-        text = MASKS[column](text[:1000])
+    mask = MASKS.get(column) or (mask_text if column.startswith("custom_") else None)
+    if mask is not None and text:
+        text = mask(text[:1000])
     text = text.replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= 80 else text[:77] + "..."
 

@@ -457,6 +457,25 @@ def test_phones_and_emails_are_masked_in_logs_and_ui_previews(harness, monkeypat
     assert_absent([*FULL_PHONES, *RAW_PHONES, *EMAILS, "jane.doe@example.com"], shown)
 
 
+def test_custom_columns_are_masked_in_previews(harness, monkeypatch, caplog, capfd, tmp_path):
+    """A ``custom_*`` column is whatever the user's SQL adds: a second phone, an email. The
+    crm_contacts preview masks it like notes."""
+    sql = tmp_path / "contacts_custom.sql"
+    sql.write_text("SELECT id AS crm_id, full_name AS title, phone, company AS custom_company, "
+                   "notes AS custom_backup FROM people")
+    monkeypatch.setenv("CRM_CONTACTS_SQL", str(sql))
+    harness.add_people([
+        person(1, company="mobile +1 (415) 555-3008", notes="grace.custom@example.org"),
+    ])
+    assert harness.sync()[0] == 0
+    texts = everything(harness, caplog, capfd)
+    events = texts["dagster event log and run records"]
+    assert any("custom_company" in t for t in events)  # the column is in the preview...
+    assert_absent(  # ...its values are not
+        ["555-3008", "4155553008", "grace.custom@example.org"], {"dagster event log": events}
+    )
+
+
 def test_api_errors_quoting_phones_and_emails_are_masked_in_log_lines(caplog):
     caplog.set_level(logging.DEBUG)
 
