@@ -4,6 +4,7 @@ work for the run's groups (CRM → normalize → dedupe), and the ``erzycall_api
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -218,10 +219,16 @@ def bind_account(
     (``accounts.py``): known at no cost, or recognized with a few GETs; it is said in the log
     when it was not simply known."""
 
+    sent = 0  # every request the probe made, its retries (a 429, a 5xx) included
+
     @contextmanager
     def probing() -> Iterator[Probe]:
+        nonlocal sent
         with contextlib.closing(erzycall.make_client(state.url, sleep=stop.sleep)) as client:
-            yield probe_with(client)
+            try:
+                yield probe_with(client)
+            finally:
+                sent = client.requests_sent
 
     try:
         account = account_for_run(
@@ -230,6 +237,7 @@ def bind_account(
     except DoubtfulProbe as exc:
         raise dg.Failure(description=f"Sync stopped before sending anything: {exc}.",
                          allow_retries=False) from None
+    account = dataclasses.replace(account, probes=sent)
     if not account.known:
         spent = f" ({account.probes} request(s) to find out)" if account.probes else ""
         context.log.info(f"ErzyCall account {account.account_id}: {account.note}{spent}.")

@@ -114,6 +114,30 @@ def test_a_proxys_404_during_a_key_rotation_fails_the_run_and_decides_nothing(
         sandbox.stop()
 
 
+def test_a_probe_retried_after_429s_counts_every_request_it_made(
+    tmp_path, monkeypatch, harness_factory, sqlite_url
+):
+    """The run's ``requests`` figure counts the probe's retries too (found by the model test:
+    a rotation probed through a 429 burst said 1 request for 8)."""
+    sandbox = SandboxServer(
+        SandboxConfig(limits=LIMITS, keys={DEMO_API_KEY: KeySpec(), ROTATED_KEY: KeySpec()})
+    ).start()
+    try:
+        h = harness_factory(sqlite_url)
+        _point_at(monkeypatch, h, sandbox)
+        h.add_people(person(i) for i in range(1, 4))
+        assert h.sync()[0] == 0
+        _point_at(monkeypatch, h, sandbox, ROTATED_KEY)
+        sandbox.faults.burst_429 = 2
+        mark = len(sandbox.request_log)
+        code, summaries = h.sync()
+        assert code == 0 and summaries[0]["unchanged"] == 3
+        assert [r.status for r in sandbox.request_log[mark:]] == [429, 429, 200]
+        assert summaries[0]["requests"] == 3
+    finally:
+        sandbox.stop()
+
+
 def test_the_probe_picks_the_contacts_confirmed_last_not_the_ones_touched_last(tmp_path):
     """Claims, failures and deferrals change a contact's row, not what ErzyCall holds: the probe
     asks for the contacts whose writes were confirmed most recently."""
