@@ -105,7 +105,11 @@ def run_sync(
     )
     from erzy_pipelines.crm.state import StateStore
     from erzy_pipelines.definitions import build_definitions
-    from erzy_pipelines.partitions import CRM_GROUPS_PARTITIONS_NAME, sync_partitions
+    from erzy_pipelines.partitions import (
+        CRM_GROUPS_PARTITIONS_NAME,
+        WHOLE_CRM_TAG,
+        sync_partitions,
+    )
     from erzy_pipelines.runtime.dead_runs import reap_dead_runs
     from erzy_pipelines.runtime.process import ProcessIdentity
 
@@ -138,6 +142,7 @@ def run_sync(
         range_tags = {
             ASSET_PARTITION_RANGE_START_TAG: known[0],
             ASSET_PARTITION_RANGE_END_TAG: known[-1],
+            WHOLE_CRM_TAG: "all",
         }
         launches = [{"tags": range_tags}]
     for line in reap_dead_runs(instance):

@@ -64,14 +64,19 @@ def scope_from_partition_keys(selected: Sequence[str], known: Iterable[str]) -> 
     )
 
 
+WHOLE_CRM_TAG = "erzy/scope"
+"""Run tag (value ``all``) of the runs that are meant to cover the whole CRM whatever partitions
+are registered: the daily schedule, the weekly reconcile, ``erzy-pipelines sync``."""
+
+
 def whole_only_if_complete(
-    scope: SyncScope, selected: Sequence[str], crm_groups: Iterable[str]
+    scope: SyncScope, selected: Sequence[str], crm_groups: Iterable[str], *, asked_whole: bool
 ) -> SyncScope:
-    """A run that selected every *registered* partition is a run over the whole CRM only if the
-    partitions cover every group the CRM has now: a group the sensor has not registered yet
-    would otherwise turn a group run into a full one (and let removal run). Otherwise it is a
-    run over the groups it selected."""
-    if scope.groups is not None or not selected:
+    """A run that selected every *registered* partition is a run over the whole CRM only if it
+    asked for it (``WHOLE_CRM_TAG``) or its partitions cover every group the CRM has now: a
+    group the sensor has not registered yet would otherwise turn a group run into a full one
+    (and let removal run). Otherwise it is a run over the groups it selected."""
+    if scope.groups is not None or not selected or asked_whole:
         return scope
     if set(desired_partition_keys(crm_groups)) <= set(selected):
         return scope

@@ -11,7 +11,7 @@ from dagster._core.storage.tags import (
 )
 
 from erzy_pipelines.names import DEFAULT, SyncNames
-from erzy_pipelines.partitions import UNGROUPED_KEY
+from erzy_pipelines.partitions import UNGROUPED_KEY, WHOLE_CRM_TAG
 
 DAILY_CRON = "0 2 * * *"
 RECONCILE_CRON = "0 3 * * 0"  # Sundays 03:00 UTC
@@ -41,9 +41,9 @@ def full_sync_run_request(
 ) -> dg.RunRequest:
     """One run over the whole partition range: a full sync that spends each change once.
 
-    A run over every known partition covers the whole CRM (see ``partitions.py``), so the
-    request does not wait for the sensor: on an instance where it never ran, ``_ungrouped``
-    alone is the full range and the run still syncs every group and the ungrouped contacts.
+    The run is tagged as a whole-CRM run (``WHOLE_CRM_TAG``), so the request does not wait for
+    the sensor: on an instance where it never ran, ``_ungrouped`` alone is the full range and
+    the run still syncs every group and the ungrouped contacts.
     """
     keys = instance.get_dynamic_partitions(names.partitions)
     if UNGROUPED_KEY not in keys:
@@ -56,6 +56,7 @@ def full_sync_run_request(
             ASSET_PARTITION_RANGE_START_TAG: keys[0],
             ASSET_PARTITION_RANGE_END_TAG: keys[-1],
             "erzy/trigger": trigger,
+            WHOLE_CRM_TAG: "all",  # the whole CRM even before the sensor registered every group
         },
     )
 

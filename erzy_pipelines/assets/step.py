@@ -36,6 +36,7 @@ from erzy_pipelines.incremental import (
 )
 from erzy_pipelines.names import SyncNames
 from erzy_pipelines.partitions import (
+    WHOLE_CRM_TAG,
     SyncScope,
     run_partition_keys,
     unknown_groups,
@@ -139,7 +140,12 @@ def read_and_prepare(
     with gc_paused():
         memberships = crm.memberships(engine)
         crm_groups = group_keys_of(memberships)
-        scope = whole_only_if_complete(scope, run_partition_keys(context), crm_groups)
+        scope = whole_only_if_complete(
+            scope,
+            run_partition_keys(context),
+            crm_groups,
+            asked_whole=context.run.tags.get(WHOLE_CRM_TAG) == "all",
+        )
         unknown = unknown_groups(scope, crm_groups)
         if unknown:
             raise dg.Failure(

@@ -206,7 +206,7 @@ def test_a_run_of_every_registered_partition_is_a_group_run_while_a_crm_group_is
     h.add_memberships([(2, "trial")])
     assert scope_from_partition_keys(["vip"], ["vip"]).groups is None  # all registered...
     scope = whole_only_if_complete(scope_from_partition_keys(["vip"], ["vip"]), ["vip"],
-                                   ["vip", "trial"])
+                                   ["vip", "trial"], asked_whole=False)
     assert scope.groups == {"vip"} and not scope.include_ungrouped  # ...yet not the whole CRM
     job = build_definitions().resolve_job_def("erzycall_sync")
     mark = len(h.sandbox.request_log)
