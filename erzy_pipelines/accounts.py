@@ -254,12 +254,16 @@ def probe_with(client: object) -> Probe:
                 "wrong base path?). Nothing was decided; check ERZYCALL_BASE_URL and any proxy "
                 "in front of it, then run again"
             ) from None
-        except errors.ErzyCallError as exc:
+        except errors.ValidationError as exc:
+            # The API's own 400 on the id (another account's id format: the sandbox's ids
+            # asked of the real API) says it is not there; a 400 without its error code does
+            # not come from the API.
+            if exc.code:
+                return None
             raise DoubtfulProbe(
                 "recognizing the ErzyCall account of this key and URL: a stored contact was "
-                f"answered {exc.status or 'no response'} {exc.code or type(exc).__name__}, "
-                "which says neither that this account holds it nor that it does not. Nothing "
-                "was decided; check ERZYCALL_BASE_URL and ERZYCALL_API_KEY, then run again"
+                "answered 400 without the API's error body. Nothing was decided; check "
+                "ERZYCALL_BASE_URL and any proxy in front of it, then run again"
             ) from None
 
     return probe
