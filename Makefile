@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test chromium contract lint faults bench dev clean
+.PHONY: demo test chromium contract lint faults soak bench dev clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ contract: $(VENV)/.installed
 
 faults: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m faults -s
+
+# The stateful model of the whole sync as a long soak: ERZY_MODEL_EXAMPLES deployments' lives of
+# ERZY_MODEL_STEPS steps each, from ERZY_MODEL_SEED (a new seed explores new sequences).
+soak: $(VENV)/.installed
+	ERZY_MODEL_EXAMPLES=$${ERZY_MODEL_EXAMPLES:-200} ERZY_MODEL_STEPS=$${ERZY_MODEL_STEPS:-40} \
+		ERZY_MODEL_SEED=$${ERZY_MODEL_SEED:-$$RANDOM} \
+		$(BIN)/python -m pytest -q -s -p no:randomly erzy_pipelines_tests/model --timeout 0
 
 # Times `erzy-pipelines sync` end to end at 100,000 and 1,000,000 rows (about 15 minutes);
 # prints each figure beside its goal and ends with "bench: N/M goals met".

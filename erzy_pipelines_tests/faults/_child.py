@@ -49,14 +49,15 @@ def _break_leases() -> None:
     StateStore.claim = lambda self, phone, run_id, *a, **k: True  # type: ignore[method-assign]
     StateStore._fenced = unfenced  # type: ignore[method-assign]
     LeaseKeeper.confirm = lambda self: None  # type: ignore[method-assign]
-    upsert._replan_under_lease = lambda store, op, ownership: op  # send the plan as made
+    # send the plan as made: no re-plan, no check of the read's age under the lease
+    upsert._checked_under_lease = lambda store, op, *a, **k: op
 
 
 def _break_renewal() -> None:
     """Leases are taken but never renewed nor confirmed before a send (the fences stay)."""
     from erzy_pipelines.leases import LeaseKeeper
 
-    LeaseKeeper.hold = lambda self: None  # type: ignore[method-assign]
+    LeaseKeeper.hold = lambda self, phone: None  # type: ignore[method-assign]
 
 
 def main() -> int:

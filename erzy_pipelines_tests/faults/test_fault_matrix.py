@@ -104,7 +104,10 @@ def fresh_key_per_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
 def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     from erzy_pipelines.erzycall import client as client_module
 
-    monkeypatch.setattr(client_module, "RetryPolicy", lambda: FAST_RETRY(max_attempts=1))
+    # one attempt, and no wait: a 429 is otherwise waited out whatever the attempt count
+    monkeypatch.setattr(
+        client_module, "RetryPolicy", lambda: FAST_RETRY(max_attempts=1, max_total_wait=0.0)
+    )
 
 
 def auth_errors_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
