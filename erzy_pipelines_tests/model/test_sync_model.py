@@ -52,7 +52,7 @@ from erzy_pipelines_tests.model.world import (
     later,
 )
 
-EXAMPLES = int(os.environ.get("ERZY_MODEL_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("ERZY_MODEL_EXAMPLES", "10"))
 STEPS = int(os.environ.get("ERZY_MODEL_STEPS", "25"))
 SEED = os.environ.get("ERZY_MODEL_SEED")
 SHRINK = os.environ.get("ERZY_MODEL_SHRINK", "1") != "0"  # 0: report the first failure as found
