@@ -87,21 +87,22 @@ class FaultInjector:
             return 0.0
         return delay
 
-    def take_burst(self) -> bool:
-        """Consume one forced 429, if any are left."""
+    def _take(self, counter: str) -> bool:
+        """Consume one of a counted fault (``burst_429``, ``proxy_404``), if any are left."""
         with self._lock:
-            if self.faults.burst_429 > 0:
-                self.faults.burst_429 -= 1
+            left = getattr(self.faults, counter)
+            if left > 0:
+                setattr(self.faults, counter, left - 1)
                 return True
             return False
 
+    def take_burst(self) -> bool:
+        """Consume one forced 429, if any are left."""
+        return self._take("burst_429")
+
     def take_proxy_404(self) -> bool:
         """Consume one forced proxy 404, if any are left."""
-        with self._lock:
-            if self.faults.proxy_404 > 0:
-                self.faults.proxy_404 -= 1
-                return True
-            return False
+        return self._take("proxy_404")
 
     def server_error(self) -> bool:
         return self._hit(self.faults.error_rate)
