@@ -83,6 +83,7 @@ class SyncModel(RuleBasedStateMachine):
         # contact id → tags another state sent: to a state that did not send them they are
         # like users' tags (merge mode keeps them); a state never removes what it did not send
         self.foreign_tags: dict[str, set[str]] = {}
+        self.foreign_groups: dict[str, set[str]] = {}  # the same for groups
         self.drifted: set[str] = set()  # phones whose owned fields an agent changed or deleted
         self.created_by: dict[str, str] = {}  # contact id → the state whose run created it
         self.key_sent: dict[str, tuple[str, str]] = {}  # idempotency key → (state, body)
@@ -283,6 +284,7 @@ class SyncModel(RuleBasedStateMachine):
     def _tags_become_foreign(self) -> None:
         for contact in self.world.live():
             self.foreign_tags.setdefault(contact["id"], set()).update(contact["tags"])
+            self.foreign_groups.setdefault(contact["id"], set()).update(contact["groupIds"])
 
     # --- runs ------------------------------------------------------------------------------------
     def _run(self, kind: str, fault: str = "none", **kwargs: Any) -> RunResult:
@@ -488,8 +490,13 @@ class SyncModel(RuleBasedStateMachine):
             assert want.tags <= tags, f"{phone}: tags {sorted(tags)} lack {sorted(want.tags)}"
             others = self.agent_tags.get(got["id"], set()) | self.foreign_tags.get(got["id"], set())
             assert extra <= others, f"{phone}: tags {sorted(extra)} come from nowhere"
-            managed = set(got["groupIds"]) & MANAGED_GROUPS
-            assert managed == want.groups, f"{phone}: groups {sorted(managed)} != {want.groups}"
+            # The groups of the memberships mapping are the sync's; a group that left the CRM
+            # altogether is removed by the state that sent it, and is foreign to any other.
+            mapped = {GROUP_IDS[g] for r in self.records.values() for g in r.groups}
+            held = set(got["groupIds"]) & MANAGED_GROUPS
+            assert held & mapped == want.groups, f"{phone}: groups {sorted(held)} != {want.groups}"
+            stray = held - mapped - self.foreign_groups.get(got["id"], set())
+            assert not stray, f"{phone}: groups {sorted(stray)} left the CRM but were kept"
 
     @invariant()
     def check_agents_additions_are_kept(self) -> None:
