@@ -303,6 +303,8 @@ class SyncModel(RuleBasedStateMachine):
         result = self._run("full", fault)
         if was_quiet and fault == "none":
             self.check_a_quiet_rerun_sends_nothing(result)
+        if fault == "429 burst":
+            self.check_429s_within_the_wait_budget_are_waited_out(result)
 
     @rule(group=st.sampled_from(GROUPS))
     def run_group(self, group: str) -> None:
@@ -452,6 +454,14 @@ class SyncModel(RuleBasedStateMachine):
         if summary.get("deferred"):
             assert summary.get("status") != "ok", (
                 f"a {result.kind} run deferred {summary['deferred']} contact(s) and said ok"
+            )
+
+    def check_429s_within_the_wait_budget_are_waited_out(self, result: RunResult) -> None:
+        """A 429 whose Retry-After fits the wait budget is waited out however often it comes:
+        a burst of seven 1-second 429s never defers work as if the key's budget were spent."""
+        if result.code == 0:
+            assert not result.summary.get("deferred"), (
+                f"a burst of 1 s 429s deferred {result.summary['deferred']} contact(s)"
             )
 
     def check_requests_are_counted(self, result: RunResult) -> None:
