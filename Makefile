@@ -37,8 +37,8 @@ faults: $(VENV)/.installed
 # ERZY_MODEL_STEPS steps each, from ERZY_MODEL_SEED (a new seed explores new sequences).
 soak: $(VENV)/.installed
 	ERZY_MODEL_EXAMPLES=$${ERZY_MODEL_EXAMPLES:-200} ERZY_MODEL_STEPS=$${ERZY_MODEL_STEPS:-40} \
-		ERZY_MODEL_SEED=$${ERZY_MODEL_SEED:-$$RANDOM} \
-		$(BIN)/python -m pytest -q -s -p no:randomly erzy_pipelines_tests/model --timeout 0
+		ERZY_MODEL_SEED=$${ERZY_MODEL_SEED:-$$(date +%s)} \
+		sh -c 'echo "soak: seed $$ERZY_MODEL_SEED"; exec $(BIN)/python -m pytest -q -s erzy_pipelines_tests/model --timeout 0'
 
 # Times `erzy-pipelines sync` end to end at 100,000 and 1,000,000 rows (about 15 minutes);
 # prints each figure beside its goal and ends with "bench: N/M goals met".

@@ -55,7 +55,7 @@ from erzy_pipelines_tests.model.world import (
 
 EXAMPLES = int(os.environ.get("ERZY_MODEL_EXAMPLES", "10"))
 STEPS = int(os.environ.get("ERZY_MODEL_STEPS", "25"))
-SEED = os.environ.get("ERZY_MODEL_SEED")
+SEED = os.environ.get("ERZY_MODEL_SEED") or None
 SHRINK = os.environ.get("ERZY_MODEL_SHRINK", "1") != "0"  # 0: report the first failure as found
 TAGS = ("alpha", "beta", "gamma", "delta")
 GROUPS = tuple(GROUP_IDS)
