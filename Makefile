@@ -23,6 +23,7 @@ chromium:
 
 test: $(VENV)/.installed chromium
 	$(BIN)/ruff check erzy_pipelines erzy_pipelines_tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 # The API contract against the real ErzyCall (ERZYCALL_CONTRACT_API_KEY=ek_test_...; optional

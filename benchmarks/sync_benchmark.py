@@ -101,7 +101,7 @@ def measure(args: list[str], env: dict[str, str], label: str) -> tuple[float, in
 
 def add_bench_group(crm_path: Path, members: int = 1000) -> None:
     """A CRM group of ``members`` people (every 97th person), mapped to an ErzyCall group."""
-    from erzy_pipelines.erzycall.sandbox import DEMO_GROUPS
+    from erzy_pipelines.sandbox import DEMO_GROUPS
 
     db = sqlite3.connect(crm_path)
     with db:
@@ -132,8 +132,8 @@ from erzy_pipelines.crm.extract import (create_crm_engine, load_memberships,
 from erzy_pipelines.core.dedupe import dedupe
 from erzy_pipelines.core.normalize import Contact
 from erzy_pipelines.core.payload import to_payload
-from erzy_pipelines.incremental import normalize_many
-from erzy_pipelines.runtime.stop import StopSignal
+from erzy_pipelines.sync.prepare import normalize_many
+from erzy_pipelines.sync.stop import StopSignal
 from erzy_pipelines.settings import apply_env_defaults, env
 apply_env_defaults()
 engine = create_crm_engine(env("CRM_DATABASE_URL"))
@@ -148,7 +148,7 @@ results = normalize_many(cols, items, env("ERZY_DEFAULT_REGION"), StopSignal())
 del items
 contacts, _, _ = dedupe([r for r in results if isinstance(r, Contact)])
 db = sqlite3.connect({str(sandbox_db)!r})
-from erzy_pipelines.erzycall.sandbox.store import SCHEMA
+from erzy_pipelines.sandbox.store import SCHEMA
 db.executescript(SCHEMA)
 def body(c):
     p = to_payload(c)
@@ -169,14 +169,14 @@ print(len(contacts))
 
 
 def start_sandbox(db_path: Path):
-    from erzy_pipelines.erzycall.sandbox import SandboxConfig, SandboxServer
+    from erzy_pipelines.sandbox import SandboxConfig, SandboxServer
 
     config = SandboxConfig(port=0, limits=((1_000_000, 1.0),), db_path=str(db_path))
     return SandboxServer(config).start()
 
 
 def base_env(work: Path, crm: Path) -> dict[str, str]:
-    from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+    from erzy_pipelines.sandbox import DEMO_API_KEY
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ERZY", "CRM_", "DAGSTER"))}
     env.update(

@@ -14,11 +14,11 @@ __all__ = ["ErzyCallContactSync", "SyncConfig", "build_sync"]
 
 def __getattr__(name: str) -> Any:
     if name == "ErzyCallContactSync":
-        from erzy_pipelines.component import ErzyCallContactSync
+        from erzy_pipelines.orchestration.component import ErzyCallContactSync
 
         return ErzyCallContactSync
     if name in ("SyncConfig", "build_sync"):
-        from erzy_pipelines import factory
+        from erzy_pipelines.orchestration import factory
 
         return getattr(factory, name)
     raise AttributeError(f"module 'erzy_pipelines' has no attribute {name!r}")

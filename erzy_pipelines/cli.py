@@ -21,16 +21,16 @@ from erzy_pipelines.core.budget import (
     parse_rate_limits,
     seconds_for_requests,
 )
-from erzy_pipelines.crm.state import RUN_COUNT_FIELDS
+from erzy_pipelines.core.urls import hide_password
 from erzy_pipelines.erzycall.secret import Secret
 from erzy_pipelines.settings import (
     SettingError,
     apply_env_defaults,
     data_dir,
     env,
-    hide_password,
     settings,
 )
+from erzy_pipelines.state import RUN_COUNT_FIELDS
 
 DEMO_RATE_LIMITS = "3000/60,100000/3600"
 SUMMARY_COLUMNS = tuple(f for f in RUN_COUNT_FIELDS if not f.startswith("drift_"))
@@ -103,15 +103,15 @@ def run_sync(
         discover_group_keys,
         read_sql_file,
     )
-    from erzy_pipelines.crm.state import StateStore
-    from erzy_pipelines.definitions import build_definitions
-    from erzy_pipelines.partitions import (
+    from erzy_pipelines.orchestration.dead_runs import reap_dead_runs
+    from erzy_pipelines.orchestration.definitions import build_definitions
+    from erzy_pipelines.orchestration.partitions import (
         CRM_GROUPS_PARTITIONS_NAME,
-        WHOLE_CRM_TAG,
+        WHOLE_CRM_TAGS,
         sync_partitions,
     )
-    from erzy_pipelines.runtime.dead_runs import reap_dead_runs
-    from erzy_pipelines.runtime.process import ProcessIdentity
+    from erzy_pipelines.orchestration.process import ProcessIdentity
+    from erzy_pipelines.state import StateStore
 
     apply_env_defaults()
     if instance is None:
@@ -142,7 +142,7 @@ def run_sync(
         range_tags = {
             ASSET_PARTITION_RANGE_START_TAG: known[0],
             ASSET_PARTITION_RANGE_END_TAG: known[-1],
-            WHOLE_CRM_TAG: "all",
+            **WHOLE_CRM_TAGS,
         }
         launches = [{"tags": range_tags}]
     for line in reap_dead_runs(instance):
@@ -263,7 +263,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from erzy_pipelines.erzycall.sandbox import DEMO_GROUPS, SandboxConfig, serve_forever
+    from erzy_pipelines.sandbox import DEMO_GROUPS, SandboxConfig, serve_forever
 
     limits = tuple((w.limit, w.seconds) for w in parse_rate_limits(args.limits))
     extra = tuple(
@@ -300,7 +300,7 @@ DEMO_SANDBOX_PORT = 8787
 def _start_demo_sandbox(port: int = DEMO_SANDBOX_PORT):
     """The demo's sandbox, on the same port every time when it is free: the state database
     recognizes an ErzyCall account by its URL and key (a new port would cost a probe)."""
-    from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+    from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 
     limits = tuple((w.limit, w.seconds) for w in parse_rate_limits(DEMO_RATE_LIMITS))
     db_path = str(data_dir() / "demo_sandbox.sqlite")
@@ -398,13 +398,13 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from erzy_pipelines.accounts import DoubtfulProbe, account_for_run, probe_with
-    from erzy_pipelines.baseline import baseline_rows
-    from erzy_pipelines.crm.record_cache import RecordCache
-    from erzy_pipelines.definitions import build_resources
-    from erzy_pipelines.incremental import prepare_incremental
-    from erzy_pipelines.partitions import SyncScope
-    from erzy_pipelines.runtime.stop import StopSignal
+    from erzy_pipelines.core.scope import SyncScope
+    from erzy_pipelines.orchestration.definitions import build_resources
+    from erzy_pipelines.state.record_cache import RecordCache
+    from erzy_pipelines.sync.accounts import DoubtfulProbe, account_for_run, probe_with
+    from erzy_pipelines.sync.baseline import baseline_rows
+    from erzy_pipelines.sync.prepare import prepare_incremental
+    from erzy_pipelines.sync.stop import StopSignal
 
     started = time.monotonic()
     stop = StopSignal()

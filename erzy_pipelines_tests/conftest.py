@@ -102,7 +102,7 @@ def any_db_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def sandbox():
     """A running sandbox API on 127.0.0.1 with generous limits, stopped after the test."""
-    from erzy_pipelines.erzycall.sandbox import SandboxConfig, SandboxServer
+    from erzy_pipelines.sandbox import SandboxConfig, SandboxServer
 
     server = SandboxServer(SandboxConfig(limits=((10_000, 60.0), (100_000, 3600.0)))).start()
     try:

@@ -21,22 +21,22 @@ import phonenumbers.data
 import pytest
 import sqlalchemy as sa
 
-from erzy_pipelines import incremental
 from erzy_pipelines.core.crm_row import to_record
 from erzy_pipelines.core.normalize import normalize_row
 from erzy_pipelines.core.plan import plan_operations
+from erzy_pipelines.core.scope import SyncScope
 from erzy_pipelines.crm.extract import (
     create_crm_engine,
     iter_contact_chunks,
     load_memberships,
     raw_contact_batches,
 )
-from erzy_pipelines.crm.record_cache import RecordCache
-from erzy_pipelines.crm.state import StateStore
-from erzy_pipelines.incremental import normalize_many, prepare_incremental
-from erzy_pipelines.partitions import SyncScope
-from erzy_pipelines.pipeline import extract, prepare
-from erzy_pipelines.runtime.stop import StopSignal
+from erzy_pipelines.state import StateStore
+from erzy_pipelines.state.record_cache import RecordCache
+from erzy_pipelines.sync import prepare as incremental
+from erzy_pipelines.sync.prepare import normalize_many, prepare_incremental
+from erzy_pipelines.sync.stop import StopSignal
+from erzy_pipelines_tests.reference import extract, prepare
 
 CONTACTS_SQL = (
     "SELECT id AS crm_id, name AS title, phone, email, tags, country, updated_at FROM people"

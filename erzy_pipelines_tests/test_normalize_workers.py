@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from erzy_pipelines.core.normalize import Contact, Reject, normalize_row
-from erzy_pipelines.normalize_workers import WorkerPool, decode, normalize_items
+from erzy_pipelines.sync.workers import WorkerPool, decode, normalize_items
 
 COLS = ["crm_id", "phone", "title"]
 ROWS = [

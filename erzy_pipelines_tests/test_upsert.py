@@ -11,12 +11,12 @@ import pytest
 
 from erzy_pipelines.core.normalize import Contact, normalize_row
 from erzy_pipelines.core.plan import plan_operations
-from erzy_pipelines.crm.state import StateStore
 from erzy_pipelines.erzycall import ErzyCallClient
 from erzy_pipelines.erzycall.retry import RetryPolicy
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
-from erzy_pipelines.sync_run import run_sync
-from erzy_pipelines.upsert import Budget, execute_plan
+from erzy_pipelines.sandbox import DEMO_API_KEY
+from erzy_pipelines.state import StateStore
+from erzy_pipelines.sync.run import run_sync
+from erzy_pipelines.sync.send import Budget, execute_plan
 
 PHONE = "+14155550123"
 

@@ -146,3 +146,12 @@ def _merge(phone: str, ordered: list[Contact]) -> Contact | list[Reject]:
         updated_at=ordered[0].updated_at,
         warnings=tuple(warnings),
     )
+
+
+def duplicate_phones(contacts: Iterable[Contact]) -> list[str]:
+    """Phones held by more than one contact: what the blocking check looks for."""
+    seen: set[str] = set()
+    doubled: set[str] = set()
+    for contact in contacts:
+        (doubled if contact.phone in seen else seen).add(contact.phone)
+    return sorted(doubled)

@@ -22,7 +22,7 @@ from urllib.parse import quote, quote_plus
 import sqlalchemy as sa
 
 from erzy_pipelines.core.crm_row import Membership, to_record
-from erzy_pipelines.settings import hide_password
+from erzy_pipelines.core.urls import hide_password
 
 CONTACT_REQUIRED = ("crm_id", "title", "phone")
 CONTACT_OPTIONAL = ("email", "notes", "tags", "country", "updated_at")
@@ -367,3 +367,8 @@ def raw_contact_batches(
             if between_fetches is not None:
                 between_fetches()
             yield cols, partition
+
+
+def group_keys_of(memberships: Mapping[str, Sequence[Membership]]) -> set[str]:
+    """Every group key the memberships query returned."""
+    return {key for groups in memberships.values() for key, _ in groups}

@@ -25,9 +25,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from erzy_pipelines.core.urls import hide_password
+
 # The ErzyCall contact groups (id, name) the sandbox preloads; the CRM groups below map onto them.
-from erzy_pipelines.erzycall.sandbox.config import DEMO_GROUPS
-from erzy_pipelines.settings import hide_password
+from erzy_pipelines.demo import DEMO_GROUPS
 
 DEFAULT_DEMO_CRM_PATH = Path("data") / "demo_crm.sqlite"
 """Where the CLI puts the demo CRM, relative to the current directory."""

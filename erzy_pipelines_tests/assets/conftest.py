@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from erzy_pipelines import cli
-from erzy_pipelines.accounts import bound_store
-from erzy_pipelines.crm.state import StateStore
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+from erzy_pipelines.sandbox import DEMO_API_KEY
+from erzy_pipelines.state import StateStore
+from erzy_pipelines.sync.accounts import bound_store
 
 CONTACTS_SQL = """
 SELECT id AS crm_id, full_name AS title, phone, email, notes, tags, country, updated_at,

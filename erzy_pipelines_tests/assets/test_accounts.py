@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from erzy_pipelines.accounts import key_id_of, known_account
-from erzy_pipelines.crm.state import LEGACY_ACCOUNT, StateStore
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
-from erzy_pipelines.erzycall.sandbox.config import KeySpec
+from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+from erzy_pipelines.sandbox.config import KeySpec
+from erzy_pipelines.state import LEGACY_ACCOUNT, StateStore
+from erzy_pipelines.sync.accounts import key_id_of, known_account
 from erzy_pipelines_tests.assets.conftest import person
 
 ROTATED_KEY = "ek_test_rotated_key_0002"
@@ -162,7 +162,7 @@ def test_the_probe_picks_the_contacts_confirmed_last_not_the_ones_touched_last(t
 
 
 def test_dry_runs_of_two_syncs_with_a_new_key_keep_apart(tmp_path):
-    from erzy_pipelines.accounts import UNVERIFIED, unverified
+    from erzy_pipelines.sync.accounts import UNVERIFIED, unverified
 
     assert unverified("") == UNVERIFIED
     assert unverified("sales") != unverified("support")
@@ -235,7 +235,7 @@ def test_two_runs_meeting_a_new_key_at_once_share_one_account(any_db_url):
     unknown and registers it. The one that registers second must take the first one's account,
     not keep state of its own (its leases would then not hold the others back, and contacts
     were POSTed twice). Here the second run registers while the first is still probing."""
-    from erzy_pipelines.accounts import resolve_account
+    from erzy_pipelines.sync.accounts import resolve_account
 
     base_url = "http://127.0.0.1:9/api/v1"
     with StateStore(any_db_url) as store:

@@ -28,9 +28,9 @@ import sqlalchemy as sa
 
 from erzy_pipelines.core.text import clean_line, utf16_len
 from erzy_pipelines.crm.extract import distinct_group_keys_sql
-from erzy_pipelines.erzycall.sandbox import DEMO_GROUPS
-from erzy_pipelines.erzycall.sandbox.validation import FIELDS, validate_contact
-from erzy_pipelines.partitions import UNGROUPED_KEY, usable_partition_key
+from erzy_pipelines.orchestration.partitions import UNGROUPED_KEY, usable_partition_key
+from erzy_pipelines.sandbox import DEMO_GROUPS
+from erzy_pipelines.sandbox.validation import FIELDS, validate_contact
 from erzy_pipelines_tests.assets.conftest import SyncHarness, person
 
 CONTACTS_SQL = """

@@ -11,13 +11,13 @@ import json
 
 from erzy_pipelines import cli
 from erzy_pipelines.core.payload import create_body, to_payload
+from erzy_pipelines.core.scope import SyncScope
 from erzy_pipelines.crm.extract import create_crm_engine, iter_contact_chunks, load_memberships
 from erzy_pipelines.erzycall import ErzyCallClient
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
-from erzy_pipelines.partitions import SyncScope
-from erzy_pipelines.pipeline import extract, prepare
-from erzy_pipelines.runtime.stop import StopSignal
+from erzy_pipelines.sandbox import DEMO_API_KEY
+from erzy_pipelines.sync.stop import StopSignal
 from erzy_pipelines_tests.assets.conftest import CONTACTS_SQL, MEMBERSHIPS_SQL, person
+from erzy_pipelines_tests.reference import extract, prepare
 
 
 def _what_the_sync_sends(h) -> dict[str, dict]:

@@ -10,10 +10,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from erzy_pipelines import cli, incremental, pipeline
+from erzy_pipelines import cli
+from erzy_pipelines.core.dedupe import duplicate_phones
 from erzy_pipelines.core.normalize import Contact
 from erzy_pipelines.crm.seed import seed_demo_crm
 from erzy_pipelines.settings import SQL_DIR
+from erzy_pipelines.sync import prepare as incremental
 from erzy_pipelines_tests.assets.conftest import people_groups, person
 
 
@@ -69,8 +71,8 @@ def test_duplicate_phones_finds_what_the_blocking_check_blocks():
         updated_at=None,
         warnings=(),
     )
-    assert pipeline.duplicate_phones([a]) == []
-    assert pipeline.duplicate_phones([a, a]) == ["+14155551001"]
+    assert duplicate_phones([a]) == []
+    assert duplicate_phones([a, a]) == ["+14155551001"]
 
 
 def test_blocking_check_stops_the_upsert_when_dedupe_is_broken(harness, monkeypatch):
@@ -142,7 +144,7 @@ def test_cli_sync_dry_run_prints_the_plan(harness, capsys, monkeypatch):
 
 
 def test_definitions_load():
-    from erzy_pipelines.definitions import defs
+    from erzy_pipelines.orchestration.definitions import defs
 
     dg.Definitions.validate_loadable(defs)
     names = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
@@ -206,7 +208,7 @@ def test_cli_misconfiguration_exits_2_with_what_to_fix(monkeypatch, capsys, tmp_
 def test_every_asset_reports_row_count_and_column_schema(harness):
     harness.add_people([person(1), person(2, phone="nonsense"), person(3, phone="+1 415 555 1001")])
     assert harness.sync()[0] == 0
-    from erzy_pipelines.definitions import defs
+    from erzy_pipelines.orchestration.definitions import defs
 
     for key in defs.resolve_asset_graph().get_all_asset_keys():
         assert defs.resolve_assets_def(key).descriptions_by_key[key], key

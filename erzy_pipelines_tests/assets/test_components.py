@@ -19,15 +19,15 @@ from erzy_pipelines.crm.extract import (
     read_sql_file,
 )
 from erzy_pipelines.crm.seed import seed_demo_crm
-from erzy_pipelines.erzycall.sandbox import SandboxConfig, SandboxServer
-from erzy_pipelines.erzycall.sandbox.config import KeySpec
-from erzy_pipelines.factory import SyncConfig, build_sync
-from erzy_pipelines.names import SyncNames
-from erzy_pipelines.partitions import sync_partitions
-from erzy_pipelines.pipeline import prepare
-from erzy_pipelines.runtime.stop import StopSignal
-from erzy_pipelines.schedules import full_sync_run_request
+from erzy_pipelines.orchestration.factory import SyncConfig, build_sync
+from erzy_pipelines.orchestration.names import SyncNames
+from erzy_pipelines.orchestration.partitions import sync_partitions
+from erzy_pipelines.orchestration.schedules import full_sync_run_request
+from erzy_pipelines.sandbox import SandboxConfig, SandboxServer
+from erzy_pipelines.sandbox.config import KeySpec
 from erzy_pipelines.settings import SQL_DIR
+from erzy_pipelines.sync.stop import StopSignal
+from erzy_pipelines_tests.reference import prepare
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "two_syncs" / "src" / "two_syncs"
 SALES_KEY, SUPPORT_KEY = "ek_test_sales_key_0001", "ek_test_support_key_0002"
@@ -143,7 +143,7 @@ def test_two_syncs_with_one_key_and_overlapping_crm_ids_keep_their_state_apart(
     other's records for its own (and their contacts for gone)."""
     sales_crm, support_crm = two_crms
     assert expected_phones(sales_crm).isdisjoint(expected_phones(support_crm))
-    from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+    from erzy_pipelines.sandbox import DEMO_API_KEY
 
     monkeypatch.setenv("SALES_CRM_URL", sales_crm)
     monkeypatch.setenv("SUPPORT_CRM_URL", support_crm)

@@ -13,7 +13,7 @@ import dagster as dg
 import sqlalchemy as sa
 import yaml
 
-from erzy_pipelines.partitions import CRM_GROUPS_PARTITIONS_NAME, UNGROUPED_KEY
+from erzy_pipelines.orchestration.partitions import CRM_GROUPS_PARTITIONS_NAME, UNGROUPED_KEY
 from erzy_pipelines_tests.assets.conftest import SyncHarness, person
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def test_dagster_yaml_loads_and_its_pool_limits_the_upsert_step(harness, tmp_pat
 
 
 def test_definitions_validate():
-    from erzy_pipelines.definitions import defs
+    from erzy_pipelines.orchestration.definitions import defs
 
     dg.Definitions.validate_loadable(defs)
     assert defs.resolve_schedule_def("daily_erzycall_sync").cron_schedule == "0 2 * * *"

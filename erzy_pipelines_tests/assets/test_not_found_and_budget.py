@@ -9,7 +9,7 @@ import pytest
 
 from erzy_pipelines.erzycall import client as client_module
 from erzy_pipelines.erzycall.retry import RetryPolicy
-from erzy_pipelines.erzycall.sandbox import SandboxConfig, SandboxServer
+from erzy_pipelines.sandbox import SandboxConfig, SandboxServer
 from erzy_pipelines_tests.assets.conftest import SyncHarness, people_groups, person
 from erzy_pipelines_tests.assets.proxy import HTML_404, Proxy
 
@@ -164,9 +164,9 @@ def test_a_refused_idempotency_key_is_replaced_next_run(harness):
     from erzy_pipelines.core.payload import scoped_key
     from erzy_pipelines.core.plan import plan_operations
     from erzy_pipelines.erzycall import ErzyCallClient
-    from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
-    from erzy_pipelines.pipeline import prepare
-    from erzy_pipelines.runtime.stop import StopSignal
+    from erzy_pipelines.sandbox import DEMO_API_KEY
+    from erzy_pipelines.sync.stop import StopSignal
+    from erzy_pipelines_tests.reference import prepare
 
     h = harness
     h.add_people([person(1)])

@@ -17,7 +17,7 @@ from typing import Any
 
 from erzy_pipelines import cli
 from erzy_pipelines.erzycall.client import ErzyCallClient
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+from erzy_pipelines.sandbox import DEMO_API_KEY
 from erzy_pipelines_tests.assets.conftest import GROUP_IDS, SyncHarness, person
 
 BACKFILL_GROUPS = ("vip", "newsletter", "trial")

@@ -8,9 +8,9 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from erzy_pipelines.assets.events import SYNC_KEYS
-from erzy_pipelines.definitions import build_definitions
-from erzy_pipelines.partitions import CRM_GROUPS_PARTITIONS_NAME, UNGROUPED_KEY
+from erzy_pipelines.orchestration.assets.events import SYNC_KEYS
+from erzy_pipelines.orchestration.definitions import build_definitions
+from erzy_pipelines.orchestration.partitions import CRM_GROUPS_PARTITIONS_NAME, UNGROUPED_KEY
 from erzy_pipelines_tests.assets.conftest import SyncHarness, people, person
 
 
@@ -164,7 +164,7 @@ def test_cli_runs_are_runs_of_the_sync_job(groups):
 def test_a_run_that_cannot_finish_sending_leaves_its_partitions_failed_with_its_figures(groups):
     """The key is revoked: what was read is materialized; the ErzyCall side of the partitions
     is observed (what was tried, failed and deferred) but not marked materialized."""
-    from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+    from erzy_pipelines.sandbox import DEMO_API_KEY
 
     h = groups
     h.sandbox.revoke_key(DEMO_API_KEY)
@@ -189,7 +189,10 @@ def test_a_run_of_every_registered_partition_is_a_group_run_while_a_crm_group_is
     """The sensor has registered only 'vip' (the CRM grew a 'trial' group since its last tick):
     a run of partition vip is a run of vip, not of the whole CRM — so removal stays off and a
     trial-only contact is neither sent nor deleted."""
-    from erzy_pipelines.partitions import scope_from_partition_keys, whole_only_if_complete
+    from erzy_pipelines.orchestration.partitions import (
+        scope_from_partition_keys,
+        whole_only_if_complete,
+    )
 
     h = harness
     monkeypatch.setenv("ERZY_DELETE_REMOVED", "true")

@@ -10,10 +10,10 @@ import math
 import dagster as dg
 import sqlalchemy as sa
 
-from erzy_pipelines.crm.state import sync_runs
-from erzy_pipelines.definitions import build_definitions
 from erzy_pipelines.erzycall import ErzyCallClient
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+from erzy_pipelines.orchestration.definitions import build_definitions
+from erzy_pipelines.sandbox import DEMO_API_KEY
+from erzy_pipelines.state.schema import sync_runs
 from erzy_pipelines_tests.assets.conftest import person
 
 N = 120

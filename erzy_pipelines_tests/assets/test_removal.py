@@ -128,7 +128,7 @@ def _check(h, name: str):
 
 
 def test_removal_settings_are_checked():
-    from erzy_pipelines.factory import ConfigError, SyncConfig
+    from erzy_pipelines.orchestration.factory import ConfigError, SyncConfig
 
     for bad in (dict(max_deletion_share=5.0), dict(max_deletions_per_run=-1)):
         try:

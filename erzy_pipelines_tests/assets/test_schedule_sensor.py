@@ -9,17 +9,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from erzy_pipelines.definitions import build_definitions
-from erzy_pipelines.partitions import (
+from erzy_pipelines.core.scope import FULL_SCOPE, SyncScope, scope_from_partition_keys
+from erzy_pipelines.orchestration.definitions import build_definitions
+from erzy_pipelines.orchestration.partitions import (
     CRM_GROUPS_PARTITIONS_NAME,
-    FULL_SCOPE,
     UNGROUPED_KEY,
-    SyncScope,
     desired_partition_keys,
     partition_changes,
-    scope_from_partition_keys,
 )
-from erzy_pipelines.resources import CrmDatabaseResource
+from erzy_pipelines.orchestration.resources import CrmDatabaseResource
 from erzy_pipelines_tests.assets.conftest import SyncHarness, people_groups, person
 
 TICK = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)

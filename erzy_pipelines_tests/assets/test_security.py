@@ -30,14 +30,14 @@ from dagster._core.remote_representation.external_data import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import erzy_pipelines.resources as resources_module
+import erzy_pipelines.orchestration.resources as resources_module
 from erzy_pipelines import cli
-from erzy_pipelines.definitions import build_definitions, build_resources
 from erzy_pipelines.erzycall import ErzyCallClient, errors
 from erzy_pipelines.erzycall.logutil import mask_phone_text, mask_pii, mask_text
 from erzy_pipelines.erzycall.retry import RetryPolicy
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
-from erzy_pipelines.resources import CrmDatabaseResource, ErzyCallResource
+from erzy_pipelines.orchestration.definitions import build_definitions, build_resources
+from erzy_pipelines.orchestration.resources import CrmDatabaseResource, ErzyCallResource
+from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines.settings import SETTINGS_NAMES
 from erzy_pipelines_tests.assets.conftest import SyncHarness, person
 from erzy_pipelines_tests.conftest import IN_CI

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from erzy_pipelines.erzycall.client import ErzyCallClient
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+from erzy_pipelines.sandbox import DEMO_API_KEY
 from erzy_pipelines_tests.assets.conftest import person
 
 N = 12

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines.settings import REAL_API_BASE_URL
 
 pytestmark = pytest.mark.contract

@@ -21,7 +21,7 @@ from erzy_pipelines.core import Contact, normalize_row, normalize_rows
 from erzy_pipelines.core.dedupe import dedupe
 from erzy_pipelines.core.payload import create_body, payload_hash, to_payload
 from erzy_pipelines.core.text import clean_line
-from erzy_pipelines.erzycall.sandbox.validation import validate_contact
+from erzy_pipelines.sandbox.validation import validate_contact
 from erzy_pipelines_tests.core._phones import CRM_IDS, valid_phone_and_country
 
 NASTY_CHARS = (  # noqa: SIM905 - one string per group reads better than 45 literals

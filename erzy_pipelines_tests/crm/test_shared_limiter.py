@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from erzy_pipelines.crm.shared_limiter import SqlRateLimitStore, key_id_for
+from erzy_pipelines.state.rate_budget import SqlRateLimitStore, key_id_for
 
 API_KEY = "ek_test_sandbox_demo_key_0001"
 KEY_ID = key_id_for(API_KEY)

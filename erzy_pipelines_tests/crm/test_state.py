@@ -11,13 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from erzy_pipelines.crm.state import (
-    ERROR_MESSAGE_MAX,
-    IN_DOUBT,
-    ContactState,
-    LeaseLost,
-    StateStore,
-)
+from erzy_pipelines.core.plan import IN_DOUBT, ContactState
+from erzy_pipelines.state import LeaseLost, StateStore
+from erzy_pipelines.state.schema import ERROR_MESSAGE_MAX
 
 PHONE = "+15551230001"
 PAYLOAD = {
@@ -307,7 +303,7 @@ def test_store_reuses_a_given_engine(sqlite_url: str) -> None:
 
 def _tables_before_accounts() -> sa.MetaData:
     """The state tables as an earlier version created them (contact state keyed by phone)."""
-    from erzy_pipelines.crm.state import TABLE_OPTIONS, UtcDateTime, sync_audit, sync_runs
+    from erzy_pipelines.state.schema import TABLE_OPTIONS, UtcDateTime, sync_audit, sync_runs
 
     meta = sa.MetaData()
     sa.Table(
@@ -333,7 +329,7 @@ def _tables_before_accounts() -> sa.MetaData:
 def test_a_state_database_from_before_accounts_is_migrated(any_db_url: str) -> None:
     from datetime import datetime
 
-    from erzy_pipelines.crm.state import LEGACY_ACCOUNT
+    from erzy_pipelines.state import LEGACY_ACCOUNT
 
     engine = sa.create_engine(any_db_url)
     old = _tables_before_accounts()
@@ -364,7 +360,7 @@ def test_a_state_database_from_before_fingerprints_gets_source_fp(any_db_url: st
     """A state database written by the previous release (``erzy_contacts`` without
     ``source_fp``, no ``erzy_crm_records``): the upgrade adds both, keeps every row, and its
     contacts are simply not settled until a run has confirmed them once."""
-    from erzy_pipelines.crm.state import TABLE_OPTIONS, contact_state
+    from erzy_pipelines.state.schema import TABLE_OPTIONS, contact_state
 
     engine = sa.create_engine(any_db_url)
     meta = sa.MetaData()
@@ -397,7 +393,7 @@ def test_a_state_database_from_before_namespaces_gets_them_and_keeps_its_account
     """``erzy_accounts`` without ``namespace`` and ``erzy_sync_runs`` without the ``drift_*``
     counts (the previous release): the upgrade adds them; existing accounts belong to the
     environment-variable sync's namespace ("") and old runs count no drift."""
-    from erzy_pipelines.crm.state import TABLE_OPTIONS, accounts, sync_runs
+    from erzy_pipelines.state.schema import TABLE_OPTIONS, accounts, sync_runs
 
     engine = sa.create_engine(any_db_url)
     meta = sa.MetaData()
@@ -427,7 +423,7 @@ def test_a_state_database_from_before_namespaces_gets_them_and_keeps_its_account
 
 def test_the_record_cache_round_trips_on_every_backend(any_db_url: str) -> None:
     from erzy_pipelines.core.normalize import Contact, Reject
-    from erzy_pipelines.crm.record_cache import RecordCache
+    from erzy_pipelines.state.record_cache import RecordCache
 
     ann = Contact(
         phone=PHONE, title="Ann ✓", email=None, notes="line\nbreak", tags=("a", "b"),
@@ -453,8 +449,8 @@ def test_the_record_cache_round_trips_on_every_backend(any_db_url: str) -> None:
 def test_a_lease_is_confirmed_for_the_contact_being_sent_not_for_any_the_run_holds(tmp_path):
     """Run A holds X's lease; Y's lease expired and run B took it. Confirming before sending Y
     must fail for A, although A still holds *a* lease (X's)."""
-    from erzy_pipelines.crm.state import LeaseLost
-    from erzy_pipelines.leases import LeaseKeeper
+    from erzy_pipelines.state import LeaseLost
+    from erzy_pipelines.sync.leases import LeaseKeeper
 
     store = StateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
     x, y = "+14155551001", "+14155551002"

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, RetryPolicy, Window
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, Faults
+from erzy_pipelines.sandbox import DEMO_API_KEY, Faults
 
 KEY = "ek_test_unit_secret_value_42"
 EPOCH = 1_700_000_000.0

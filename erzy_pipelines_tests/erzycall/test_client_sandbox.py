@@ -14,7 +14,7 @@ from erzy_pipelines.erzycall import (
     Window,
     errors,
 )
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, DEMO_GROUPS
+from erzy_pipelines.sandbox import DEMO_API_KEY, DEMO_GROUPS
 
 
 def make(sandbox, key: str = DEMO_API_KEY, **kw) -> ErzyCallClient:

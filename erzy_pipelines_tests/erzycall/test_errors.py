@@ -10,7 +10,7 @@ import pytest
 
 from erzy_pipelines.erzycall import ErzyCallClient, RetryPolicy, errors
 from erzy_pipelines.erzycall.errors import error_from_response
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+from erzy_pipelines.sandbox import DEMO_API_KEY
 
 from ._fakes import (
     KEY,

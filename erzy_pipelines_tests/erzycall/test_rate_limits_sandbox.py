@@ -7,7 +7,7 @@ import time
 import pytest
 
 from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, RetryPolicy, Window
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+from erzy_pipelines.sandbox import DEMO_API_KEY
 
 
 def client_for(sandbox, limiter: RateLimiter) -> ErzyCallClient:

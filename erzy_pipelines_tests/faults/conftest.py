@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from erzy_pipelines.assets import step as step_module
 from erzy_pipelines.erzycall import client as client_module
 from erzy_pipelines.erzycall.retry import RetryPolicy
+from erzy_pipelines.orchestration.assets import step as step_module
 from erzy_pipelines_tests.faults.lab import FaultLab
 
 # The client's retry loop as shipped (6 attempts, same key), with short backoff: the scenarios

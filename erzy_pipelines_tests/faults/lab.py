@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from erzy_pipelines.accounts import key_id_of, known_account
 from erzy_pipelines.core.payload import payload_hash
-from erzy_pipelines.crm.state import StateStore
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+from erzy_pipelines.state import StateStore
+from erzy_pipelines.sync.accounts import key_id_of, known_account
 from erzy_pipelines_tests.assets.conftest import (
     GROUP_IDS,
     SyncHarness,
@@ -360,7 +360,7 @@ class FaultLab:
 
     def age_leases(self) -> int:
         """Expire every lease, as if the lease time (600 s) had passed since a run died."""
-        from erzy_pipelines.crm.state import contact_state
+        from erzy_pipelines.state.schema import contact_state
 
         with self.store.engine.begin() as conn:
             return conn.execute(

@@ -55,17 +55,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from erzy_pipelines import resources, upsert
-from erzy_pipelines.accounts import key_id_of
-from erzy_pipelines.assets import sync as sync_assets
 from erzy_pipelines.crm import extract as crm_extract
-from erzy_pipelines.crm import state as state_module
-from erzy_pipelines.crm.state import AUDIT_FIELDS, StateStore
 from erzy_pipelines.erzycall import errors
 from erzy_pipelines.erzycall.ratelimit import InMemoryRateLimitStore
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
 from erzy_pipelines.erzycall.transport import Transport
-from erzy_pipelines.leases import LeaseKeeper
+from erzy_pipelines.orchestration import resources
+from erzy_pipelines.orchestration.assets import sync as sync_assets
+from erzy_pipelines.sandbox import DEMO_API_KEY
+from erzy_pipelines.state import AUDIT_FIELDS, StateStore
+from erzy_pipelines.state import schema as state_module
+from erzy_pipelines.sync import send as upsert
+from erzy_pipelines.sync.accounts import key_id_of
+from erzy_pipelines.sync.leases import LeaseKeeper
 from erzy_pipelines_tests.conftest import PG_ADMIN_URL
 from erzy_pipelines_tests.faults import report
 from erzy_pipelines_tests.faults.conftest import FAST_RETRY
@@ -935,7 +936,7 @@ def leases_under_long_waits(lab: FaultLab, pg_url: str, *, env: dict[str, str] |
     in the CRM and run B starts — after A's lease would have run out unrenewed, and with other
     payloads, so a contact sent by both would be two contacts (the lab's sandbox refuses no
     duplicate). A last sync sends what the two deferred, and ErzyCall is compared with the CRM."""
-    from erzy_pipelines.crm.shared_limiter import SqlRateLimitStore, rate_limit_events
+    from erzy_pipelines.state.rate_budget import SqlRateLimitStore, rate_limit_events
 
     lab.use_state_database(pg_url)
     lab.populate(LEASE_WAIT_N)

@@ -39,7 +39,7 @@ from hypothesis.stateful import (
 
 from erzy_pipelines.erzycall import client as client_module
 from erzy_pipelines.erzycall.retry import RetryPolicy
-from erzy_pipelines.erzycall.sandbox.faults import Faults
+from erzy_pipelines.sandbox.faults import Faults
 from erzy_pipelines_tests.model.world import (
     GROUP_IDS,
     MANAGED_GROUPS,
@@ -368,7 +368,7 @@ class SyncModel(RuleBasedStateMachine):
     def two_runs_at_once(self, data: st.DataObject) -> None:
         """Run A reads the CRM and plans; the CRM changes; run B reads, plans and sends; then A
         sends. A must not write its older read over what B confirmed."""
-        from erzy_pipelines import sync_run
+        from erzy_pipelines.sync import run as sync_run
 
         gate, planned = threading.Event(), threading.Event()
         original = sync_run.plan_operations

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from erzy_pipelines import cli
 from erzy_pipelines.erzycall.client import ErzyCallClient
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 
 CONTACTS_SQL = "SELECT id AS crm_id, title, phone, tags, updated_at FROM people"
 NOTHING_SQL = CONTACTS_SQL + " WHERE 1 = 0"

@@ -17,10 +17,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from erzy_pipelines.accounts import bound_store
 from erzy_pipelines.cli import INSTANCE_TEMPLATE
-from erzy_pipelines.crm.state import StateStore
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+from erzy_pipelines.state import StateStore
+from erzy_pipelines.sync.accounts import bound_store
 from erzy_pipelines_tests.assets.conftest import (
     CONTACTS_SQL,
     GROUP_IDS,

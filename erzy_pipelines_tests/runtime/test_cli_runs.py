@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from erzy_pipelines.runtime.pool import POOL
+from erzy_pipelines.orchestration.pool import POOL
 from erzy_pipelines_tests.runtime.conftest import Sync, e164, person, summary_row
 
 pytestmark = pytest.mark.timeout(300)

@@ -13,9 +13,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from erzy_pipelines.runtime.pool import POOL, PoolSlot
-from erzy_pipelines.runtime.process import ProcessIdentity, process_started
-from erzy_pipelines.runtime.stop import StopSignal, SyncStopped
+from erzy_pipelines.orchestration.pool import POOL, PoolSlot
+from erzy_pipelines.orchestration.process import ProcessIdentity, process_started
+from erzy_pipelines.sync.stop import StopSignal, SyncStopped
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "erzy_pipelines" / "dagster.yaml"
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from erzy_pipelines.runtime.process import ProcessIdentity, is_alive, process_started
+from erzy_pipelines.orchestration.process import ProcessIdentity, is_alive, process_started
 
 
 def _sleeper() -> subprocess.Popen[bytes]:

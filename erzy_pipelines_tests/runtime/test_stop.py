@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from erzy_pipelines.runtime.stop import StopSignal, SyncStopped
+from erzy_pipelines.sync.stop import StopSignal, SyncStopped
 
 
 def test_sleep_returns_after_its_time_when_nobody_stops():

@@ -118,7 +118,7 @@ class DevServer:
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """The CLI on the dev server's settings (its env, DAGSTER_HOME, sandbox and CRM)."""
-        from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
+        from erzy_pipelines.sandbox import DEMO_API_KEY
 
         env = {
             **self.env,

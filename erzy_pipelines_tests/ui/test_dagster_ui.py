@@ -18,13 +18,13 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from erzy_pipelines.core.scope import SyncScope
 from erzy_pipelines.crm.extract import create_crm_engine, iter_contact_chunks, load_memberships
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY
-from erzy_pipelines.partitions import SyncScope
-from erzy_pipelines.pipeline import extract, prepare
-from erzy_pipelines.runtime.process import ProcessIdentity
-from erzy_pipelines.runtime.stop import StopSignal
+from erzy_pipelines.orchestration.process import ProcessIdentity
+from erzy_pipelines.sandbox import DEMO_API_KEY
 from erzy_pipelines.settings import SQL_DIR
+from erzy_pipelines.sync.stop import StopSignal
+from erzy_pipelines_tests.reference import extract, prepare
 from erzy_pipelines_tests.ui.conftest import DevServer, screenshot
 
 # One dev server for the module, in order (`make test` distributes tests by module).

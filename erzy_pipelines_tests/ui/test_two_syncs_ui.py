@@ -17,8 +17,8 @@ import pytest
 
 from erzy_pipelines.cli import INSTANCE_TEMPLATE
 from erzy_pipelines.crm.seed import seed_demo_crm
-from erzy_pipelines.erzycall.sandbox import SandboxConfig, SandboxServer
-from erzy_pipelines.erzycall.sandbox.config import KeySpec
+from erzy_pipelines.sandbox import SandboxConfig, SandboxServer
+from erzy_pipelines.sandbox.config import KeySpec
 from erzy_pipelines_tests.ui.conftest import _free_port, screenshot, wait_until_up
 from erzy_pipelines_tests.ui.test_dagster_ui import open_page, pick_partitions, wait_for
 

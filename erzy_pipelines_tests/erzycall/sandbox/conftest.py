@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from erzy_pipelines.erzycall.sandbox import SandboxServer
+from erzy_pipelines.sandbox import SandboxServer
 
 from .helpers import api
 

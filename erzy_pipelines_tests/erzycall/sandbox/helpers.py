@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxServer
+from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxServer
 
 # Building an SSL context costs ~40 ms per client; the sandbox is plain HTTP, so share one.
 _TLS = ssl.create_default_context()

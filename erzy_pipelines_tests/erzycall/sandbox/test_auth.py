@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxServer, key_hash
+from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxServer, key_hash
 
 from .helpers import api, contact_body
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from erzy_pipelines.erzycall.sandbox import DEMO_GROUPS, SandboxServer
+from erzy_pipelines.sandbox import DEMO_GROUPS, SandboxServer
 
 from .helpers import api, contact_body
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from erzy_pipelines.erzycall.sandbox import DEMO_API_KEY, SandboxServer
+from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxServer
 from erzy_pipelines_tests.conftest import IN_CI
 
 

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from erzy_pipelines.erzycall.sandbox import Faults, SandboxServer
+from erzy_pipelines.sandbox import Faults, SandboxServer
 
 from .conftest import StartSandbox
 from .helpers import api, contact_body

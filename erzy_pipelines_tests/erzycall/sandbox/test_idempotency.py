@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from erzy_pipelines.erzycall.sandbox import SandboxServer
+from erzy_pipelines.sandbox import SandboxServer
 
 from .conftest import StartSandbox
 from .helpers import api, contact_body

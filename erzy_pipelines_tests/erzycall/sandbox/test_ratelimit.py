@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from erzy_pipelines.erzycall.sandbox import SandboxConfig, parse_limits
+from erzy_pipelines.sandbox import SandboxConfig, parse_limits
 
 from .conftest import StartSandbox
 from .helpers import api, contact_body

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from erzy_pipelines.erzycall.sandbox import (
+from erzy_pipelines.sandbox import (
     DEMO_API_KEY,
     DEMO_GROUPS,
     SandboxConfig,
@@ -167,7 +167,7 @@ def test_serve_forever_prints_url_and_key_and_stops_on_ctrl_c(started_with_ctrl_
     """Also when started with SIGINT ignored (``nohup``, ``&`` in a script, a test runner that
     ignores it): the printed "Ctrl-C to stop" must hold."""
     code = (
-        "from erzy_pipelines.erzycall.sandbox import SandboxConfig, serve_forever\n"
+        "from erzy_pipelines.sandbox import SandboxConfig, serve_forever\n"
         "serve_forever(SandboxConfig(port=0))\n"
     )
 
