@@ -19,7 +19,7 @@ changed or vanished), but it does little with an unchanged record:
 4. Phones with several records are always deduped again (from stored contacts), so every run
    still audits its merges, exactly as a from-scratch run would.
 
-``erzy_pipelines_tests/test_incremental.py`` checks, on randomized CRMs and edits, that this
+``erzy_pipelines_tests/sync/test_prepare.py`` checks, on randomized CRMs and edits, that this
 plans exactly what a from-scratch run plans.
 """
 

@@ -33,14 +33,14 @@ from erzy_pipelines.core.payload import payload_hash
 from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines.state import StateStore
 from erzy_pipelines.sync.accounts import key_id_of, known_account
-from erzy_pipelines_tests.assets.conftest import (
+from erzy_pipelines_tests.faults import report
+from erzy_pipelines_tests.orchestration.conftest import (
     GROUP_IDS,
     SyncHarness,
     people,
     people_groups,
     person,
 )
-from erzy_pipelines_tests.faults import report
 
 REPO = Path(__file__).resolve().parents[2]
 N = 24

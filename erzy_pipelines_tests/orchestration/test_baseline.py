@@ -16,7 +16,7 @@ from erzy_pipelines.crm.extract import create_crm_engine, iter_contact_chunks, l
 from erzy_pipelines.erzycall import ErzyCallClient
 from erzy_pipelines.sandbox import DEMO_API_KEY
 from erzy_pipelines.sync.stop import StopSignal
-from erzy_pipelines_tests.assets.conftest import CONTACTS_SQL, MEMBERSHIPS_SQL, person
+from erzy_pipelines_tests.orchestration.conftest import CONTACTS_SQL, MEMBERSHIPS_SQL, person
 from erzy_pipelines_tests.reference import extract, prepare
 
 

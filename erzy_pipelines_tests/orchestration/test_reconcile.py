@@ -14,7 +14,7 @@ from erzy_pipelines.erzycall import ErzyCallClient
 from erzy_pipelines.orchestration.definitions import build_definitions
 from erzy_pipelines.sandbox import DEMO_API_KEY
 from erzy_pipelines.state.schema import sync_runs
-from erzy_pipelines_tests.assets.conftest import person
+from erzy_pipelines_tests.orchestration.conftest import person
 
 N = 120
 

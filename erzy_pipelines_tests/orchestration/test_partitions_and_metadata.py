@@ -11,7 +11,7 @@ import pytest
 from erzy_pipelines.orchestration.assets.events import SYNC_KEYS
 from erzy_pipelines.orchestration.definitions import build_definitions
 from erzy_pipelines.orchestration.partitions import CRM_GROUPS_PARTITIONS_NAME, UNGROUPED_KEY
-from erzy_pipelines_tests.assets.conftest import SyncHarness, people, person
+from erzy_pipelines_tests.orchestration.conftest import SyncHarness, people, person
 
 
 def _events(

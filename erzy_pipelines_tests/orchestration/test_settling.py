@@ -8,7 +8,7 @@ next run neither loads nor dedupes nor plans it.
 
 from __future__ import annotations
 
-from erzy_pipelines_tests.assets.conftest import MEMBERSHIPS_SQL, person
+from erzy_pipelines_tests.orchestration.conftest import MEMBERSHIPS_SQL, person
 
 N = 6
 

@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 from erzy_pipelines.orchestration.pool import POOL
-from erzy_pipelines_tests.runtime.conftest import Sync, e164, person, summary_row
+from erzy_pipelines_tests.cli.conftest import Sync, e164, person, summary_row
 
 pytestmark = pytest.mark.timeout(300)
 TICKS = os.sysconf("SC_CLK_TCK")

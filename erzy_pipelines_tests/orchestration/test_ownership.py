@@ -9,7 +9,7 @@ import pytest
 
 from erzy_pipelines.erzycall import ErzyCallClient
 from erzy_pipelines.sandbox import DEMO_API_KEY
-from erzy_pipelines_tests.assets.conftest import SyncHarness, person
+from erzy_pipelines_tests.orchestration.conftest import SyncHarness, person
 
 PHONE = "+14155551001"  # person(1)
 

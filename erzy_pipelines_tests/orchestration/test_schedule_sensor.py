@@ -18,7 +18,7 @@ from erzy_pipelines.orchestration.partitions import (
     partition_changes,
 )
 from erzy_pipelines.orchestration.resources import CrmDatabaseResource
-from erzy_pipelines_tests.assets.conftest import SyncHarness, people_groups, person
+from erzy_pipelines_tests.orchestration.conftest import SyncHarness, people_groups, person
 
 TICK = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from erzy_pipelines_tests.runtime.conftest import Sync, person
+from erzy_pipelines_tests.cli.conftest import Sync, person
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)

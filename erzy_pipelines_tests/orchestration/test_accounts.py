@@ -9,7 +9,7 @@ from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines.sandbox.config import KeySpec
 from erzy_pipelines.state import LEGACY_ACCOUNT, StateStore
 from erzy_pipelines.sync.accounts import key_id_of, known_account
-from erzy_pipelines_tests.assets.conftest import person
+from erzy_pipelines_tests.orchestration.conftest import person
 
 ROTATED_KEY = "ek_test_rotated_key_0002"
 LIMITS = ((10_000, 60.0), (100_000, 3600.0))

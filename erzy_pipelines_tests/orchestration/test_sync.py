@@ -11,7 +11,7 @@ import pytest
 
 from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.sandbox import DEMO_API_KEY
-from erzy_pipelines_tests.assets.conftest import person
+from erzy_pipelines_tests.orchestration.conftest import person
 
 N = 12
 

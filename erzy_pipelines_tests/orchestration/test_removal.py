@@ -3,7 +3,7 @@ state database and one Dagster instance kept across runs."""
 
 from __future__ import annotations
 
-from erzy_pipelines_tests.assets.conftest import people, person
+from erzy_pipelines_tests.orchestration.conftest import people, person
 
 N = 60
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import yaml
 
 from erzy_pipelines.orchestration.partitions import CRM_GROUPS_PARTITIONS_NAME, UNGROUPED_KEY
-from erzy_pipelines_tests.assets.conftest import SyncHarness, person
+from erzy_pipelines_tests.orchestration.conftest import SyncHarness, person
 
 REPO = Path(__file__).resolve().parents[2]
 SYNC_ASSETS = {

@@ -10,8 +10,8 @@ import pytest
 from erzy_pipelines.erzycall import client as client_module
 from erzy_pipelines.erzycall.retry import RetryPolicy
 from erzy_pipelines.sandbox import SandboxConfig, SandboxServer
-from erzy_pipelines_tests.assets.conftest import SyncHarness, people_groups, person
-from erzy_pipelines_tests.assets.proxy import HTML_404, Proxy
+from erzy_pipelines_tests.orchestration.conftest import SyncHarness, people_groups, person
+from erzy_pipelines_tests.orchestration.proxy import HTML_404, Proxy
 
 
 @pytest.fixture

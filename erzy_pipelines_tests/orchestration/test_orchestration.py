@@ -18,7 +18,7 @@ from typing import Any
 from erzy_pipelines import cli
 from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.sandbox import DEMO_API_KEY
-from erzy_pipelines_tests.assets.conftest import GROUP_IDS, SyncHarness, person
+from erzy_pipelines_tests.orchestration.conftest import GROUP_IDS, SyncHarness, person
 
 BACKFILL_GROUPS = ("vip", "newsletter", "trial")
 
@@ -128,7 +128,7 @@ def test_concurrent_backfill_of_three_groups_shares_one_budget(
     then 4 PATCHes for 4 changed multi-group contacts; 429s are reported."""
     h = harness
     # The state database on PostgreSQL, as a multi-host deployment shares it (row leases and the
-    # rate-limit budget under SELECT ... FOR UPDATE); test_shared_limiter covers SQLite.
+    # rate-limit budget under SELECT ... FOR UPDATE); state/test_rate_budget.py covers SQLite.
     h.state_url = pg_url
     monkeypatch.setenv("ERZY_STATE_DATABASE_URL", pg_url)
     limit, seconds = 10, 2.0

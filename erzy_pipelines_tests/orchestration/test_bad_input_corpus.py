@@ -31,7 +31,7 @@ from erzy_pipelines.crm.extract import distinct_group_keys_sql
 from erzy_pipelines.orchestration.partitions import UNGROUPED_KEY, usable_partition_key
 from erzy_pipelines.sandbox import DEMO_GROUPS
 from erzy_pipelines.sandbox.validation import FIELDS, validate_contact
-from erzy_pipelines_tests.assets.conftest import SyncHarness, person
+from erzy_pipelines_tests.orchestration.conftest import SyncHarness, person
 
 CONTACTS_SQL = """
 SELECT id AS crm_id, name AS title, phone, email, notes, tags, country, updated_at,

@@ -16,7 +16,7 @@ from erzy_pipelines.core.normalize import Contact
 from erzy_pipelines.crm.seed import seed_demo_crm
 from erzy_pipelines.settings import SQL_DIR
 from erzy_pipelines.sync import prepare as incremental
-from erzy_pipelines_tests.assets.conftest import people_groups, person
+from erzy_pipelines_tests.orchestration.conftest import people_groups, person
 
 
 def _check_results(

@@ -21,7 +21,7 @@ from erzy_pipelines.cli import INSTANCE_TEMPLATE
 from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines.state import StateStore
 from erzy_pipelines.sync.accounts import bound_store
-from erzy_pipelines_tests.assets.conftest import (
+from erzy_pipelines_tests.orchestration.conftest import (
     CONTACTS_SQL,
     GROUP_IDS,
     MEMBERSHIPS_SQL,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from erzy_pipelines_tests.assets.conftest import person
+from erzy_pipelines_tests.orchestration.conftest import person
 
 
 def test_a_second_state_on_the_same_key_adopts_instead_of_replaying(harness, tmp_path):

@@ -39,8 +39,8 @@ from erzy_pipelines.orchestration.definitions import build_definitions, build_re
 from erzy_pipelines.orchestration.resources import CrmDatabaseResource, ErzyCallResource
 from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines.settings import SETTINGS_NAMES
-from erzy_pipelines_tests.assets.conftest import SyncHarness, person
 from erzy_pipelines_tests.conftest import IN_CI
+from erzy_pipelines_tests.orchestration.conftest import SyncHarness, person
 
 SECRET = "ek_live_9f2cQmZx7LtW4nRb8VhY1pKdA6"
 SECRET_BODY = SECRET.removeprefix("ek_live_")  # a printed key minus its public prefix is a leak too
