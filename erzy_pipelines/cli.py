@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from erzy_pipelines.core.budget import (
+    DEFAULT_RATE_LIMITS,
     DEFAULT_WINDOWS,
     format_duration,
     parse_rate_limits,
@@ -265,7 +266,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from erzy_pipelines.sandbox import DEMO_GROUPS, SandboxConfig, serve_forever
 
-    limits = tuple((w.limit, w.seconds) for w in parse_rate_limits(args.limits))
+    limits = parse_rate_limits(args.limits)
     extra = tuple(
         (group_id.strip(), (name or group_id).strip())
         for group_id, _, name in (g.partition("=") for g in (args.groups or "").split(","))
@@ -302,7 +303,7 @@ def _start_demo_sandbox(port: int = DEMO_SANDBOX_PORT):
     recognizes an ErzyCall account by its URL and key (a new port would cost a probe)."""
     from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 
-    limits = tuple((w.limit, w.seconds) for w in parse_rate_limits(DEMO_RATE_LIMITS))
+    limits = parse_rate_limits(DEMO_RATE_LIMITS)
     db_path = str(data_dir() / "demo_sandbox.sqlite")
     try:
         sandbox = SandboxServer(SandboxConfig(port=port, limits=limits, db_path=db_path)).start()
@@ -499,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8787)
     p.add_argument("--db", default=None, help="SQLite file to persist contacts in")
     p.add_argument(
-        "--limits", default="60/60,1000/3600", help="rate-limit windows requests/seconds"
+        "--limits", default=DEFAULT_RATE_LIMITS, help="rate-limit windows requests/seconds"
     )
     p.add_argument(
         "--groups",

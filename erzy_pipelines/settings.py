@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from erzy_pipelines.core.budget import DEFAULT_RATE_LIMITS
 from erzy_pipelines.demo import DEMO_API_KEY
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -40,7 +41,7 @@ def _settings() -> tuple[Setting, ...]:
         Setting("ERZYCALL_API_KEY", DEMO_API_KEY, "API key (X-API-Key); the sandbox's demo key"),
         Setting("ERZYCALL_BASE_URL", REAL_API_BASE_URL, "API base URL"),
         Setting(
-            "ERZYCALL_RATE_LIMITS", "60/60,1000/3600", "the key's plan: requests/seconds windows"
+            "ERZYCALL_RATE_LIMITS", DEFAULT_RATE_LIMITS, "the key's plan: requests/seconds windows"
         ),
         Setting("ERZYCALL_TIMEOUT_SECONDS", "30", "HTTP timeout of one request, seconds"),
         Setting("ERZYCALL_ALLOW_INSECURE_HTTP", "false", "allow http:// to a non-loopback host"),

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class RateWindow:
-    """At most ``limit`` requests in any ``seconds``-long sliding window."""
+class RateWindow(NamedTuple):
+    """At most ``limit`` requests in any ``seconds``-long sliding window.
+
+    The one window type of the package: the client's limiter, the shared budget in the state
+    database, the sandbox and the ETA all use it. A tuple, so ``(60, 60.0)`` is one too.
+    """
 
     limit: int
     seconds: float
 
 
-DEFAULT_WINDOWS: tuple[RateWindow, ...] = (RateWindow(60, 60.0), RateWindow(1000, 3600.0))
+#: The documented production plan: 60 requests per minute and 1,000 per hour, per key.
+DEFAULT_RATE_LIMITS = "60/60,1000/3600"
 
 
 def parse_rate_limits(text: str) -> tuple[RateWindow, ...]:
@@ -43,6 +47,9 @@ def parse_rate_limits(text: str) -> tuple[RateWindow, ...]:
     if not windows:
         raise ValueError("ERZYCALL_RATE_LIMITS is empty; use e.g. '60/60,1000/3600'")
     return tuple(windows)
+
+
+DEFAULT_WINDOWS: tuple[RateWindow, ...] = parse_rate_limits(DEFAULT_RATE_LIMITS)
 
 
 def seconds_for_requests(requests: int, windows: Sequence[RateWindow] = DEFAULT_WINDOWS) -> float:

@@ -26,7 +26,7 @@ from .errors import (
 from .logutil import mask_email, mask_emails, mask_phone, mask_phones, mask_pii
 from .models import Contact, ContactGroup, Page
 from .pagination import CursorPaginator
-from .ratelimit import InMemoryRateLimitStore, RateLimiter, RateLimitStore, Window, wait_for_slot
+from .ratelimit import InMemoryRateLimitStore, RateLimiter, RateLimitStore, wait_for_slot
 from .retry import RetryPolicy, call_with_retries
 from .secret import Secret
 from .transport import validate_base_url
@@ -57,7 +57,6 @@ __all__ = [
     "UnexpectedResponseError",
     "UnprocessableError",
     "ValidationError",
-    "Window",
     "call_with_retries",
     "error_from_response",
     "errors",

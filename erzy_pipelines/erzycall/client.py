@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from erzy_pipelines.core.budget import DEFAULT_WINDOWS
+
 from .errors import (
     ErzyCallError,
     NotFoundError,
@@ -23,7 +25,7 @@ from .errors import (
 from .logutil import mask_pii
 from .models import Contact, ContactGroup, Page
 from .pagination import CursorPaginator
-from .ratelimit import RateLimiter, Window
+from .ratelimit import RateLimiter
 from .retry import RetryPolicy, call_with_retries
 from .secret import Secret
 from .transport import ApiResponse, Transport
@@ -31,7 +33,6 @@ from .transport import ApiResponse, Transport
 logger = logging.getLogger("erzy_pipelines.erzycall")
 
 DEFAULT_BASE_URL = "https://app.erzycall.com/api/v1"
-DEFAULT_WINDOWS = (Window(60, 60.0), Window(1000, 3600.0))
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 # Ids go into the URL path: anything but a plain token could change the path it addresses.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")

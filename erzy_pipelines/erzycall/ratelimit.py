@@ -17,36 +17,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from erzy_pipelines.core.budget import DEFAULT_WINDOWS, RateWindow
 
 from .errors import RateLimitedError, RateLimitTimeoutError, parse_retry_after
 
 logger = logging.getLogger("erzy_pipelines.erzycall")
 
 
-@dataclass(frozen=True)
-class Window:
-    """At most ``limit`` requests in any ``seconds``-long sliding window."""
-
-    limit: int
-    seconds: float
-
-    def __post_init__(self) -> None:
-        if self.limit < 1 or self.seconds <= 0:
-            raise ValueError("a window needs limit >= 1 and seconds > 0")
-
-
 @runtime_checkable
 class RateLimitStore(Protocol):
     """Where request timestamps live. Must decide and record atomically."""
 
-    def try_acquire(self, now: float, windows: Sequence[Window]) -> float:
+    def try_acquire(self, now: float, windows: Sequence[RateWindow]) -> float:
         """Take a slot at ``now`` and return 0.0, or take nothing and return seconds to wait."""
         ...
 
 
-def wait_for_slot(timestamps: Sequence[float], now: float, windows: Sequence[Window]) -> float:
+def wait_for_slot(timestamps: Sequence[float], now: float, windows: Sequence[RateWindow]) -> float:
     """Seconds until every window has a free slot, given ascending ``timestamps``.
 
     Shared by stores so they agree on the arithmetic: a request at ``t`` occupies each window
@@ -68,7 +57,7 @@ class InMemoryRateLimitStore:
         self._log: deque[float] = deque()
         self._lock = threading.Lock()
 
-    def try_acquire(self, now: float, windows: Sequence[Window]) -> float:
+    def try_acquire(self, now: float, windows: Sequence[RateWindow]) -> float:
         longest = max(w.seconds for w in windows)
         with self._lock:
             while self._log and self._log[0] <= now - longest:
@@ -95,7 +84,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        windows: Sequence[Window] = (Window(60, 60.0), Window(1000, 3600.0)),
+        windows: Sequence[RateWindow] = DEFAULT_WINDOWS,
         store: RateLimitStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -109,12 +98,14 @@ class RateLimiter:
     ) -> None:
         if not windows:
             raise ValueError("at least one window is required")
-        self.windows = tuple(windows)
+        if any(w.limit < 1 or w.seconds <= 0 for w in windows):
+            raise ValueError("a window needs limit >= 1 and seconds > 0")
+        self.windows = tuple(RateWindow(*w) for w in windows)
         self.store: RateLimitStore = store if store is not None else InMemoryRateLimitStore()
         self._clock = clock
         self._sleep = sleep
         self._wall_clock = wall_clock
-        self._effective = tuple(Window(w.limit, w.seconds + margin) for w in self.windows)
+        self._effective = tuple(RateWindow(w.limit, w.seconds + margin) for w in self.windows)
         self._low_water_fraction = low_water_fraction
         self._max_pace = max_pace
         self._pace_from_headers = pace_from_headers

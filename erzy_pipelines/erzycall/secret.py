@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+
+from erzy_pipelines.core.key_id import key_id
 
 _KNOWN_PREFIXES = ("ek_live_", "ek_test_")
 
@@ -37,8 +38,8 @@ class Secret:
         return next((p for p in _KNOWN_PREFIXES if self._value.startswith(p)), "")
 
     def fingerprint(self) -> str:
-        """A short stable hash, safe to log, to tell keys apart."""
-        return hashlib.sha256(self._value.encode()).hexdigest()[:12]
+        """A short stable hash, safe to log, to tell keys apart (``core.key_id``)."""
+        return key_id(self._value)
 
     def __repr__(self) -> str:
         return f"{self.prefix}…(redacted)"

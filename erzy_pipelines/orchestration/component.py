@@ -27,7 +27,7 @@ from typing import Literal
 import dagster as dg
 import pydantic
 
-from erzy_pipelines.core.budget import parse_rate_limits
+from erzy_pipelines.core.budget import DEFAULT_RATE_LIMITS, parse_rate_limits
 from erzy_pipelines.orchestration.factory import SyncConfig, build_sync
 from erzy_pipelines.orchestration.names import NAME_PATTERN
 from erzy_pipelines.orchestration.schedules import DAILY_CRON, RECONCILE_CRON
@@ -74,7 +74,7 @@ class ErzyCallSettings(dg.Model, dg.Resolvable):
 
     api_key_env: str
     base_url: str = REAL_API_BASE_URL
-    rate_limits: str = "60/60,1000/3600"
+    rate_limits: str = DEFAULT_RATE_LIMITS
     timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
     allow_insecure_http: bool = False
 

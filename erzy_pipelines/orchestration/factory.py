@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 
-from erzy_pipelines.core.budget import parse_rate_limits
+from erzy_pipelines.core.budget import DEFAULT_RATE_LIMITS, parse_rate_limits
 from erzy_pipelines.core.ownership import MODES
 from erzy_pipelines.orchestration.assets.plan import build_plan_job
 from erzy_pipelines.orchestration.assets.sync import build_sync_asset
@@ -54,7 +54,7 @@ class SyncConfig:
     memberships_sql: str = str(SQL_DIR / "memberships.sql")
     api_key_env: str = "ERZYCALL_API_KEY"
     base_url: str = REAL_API_BASE_URL
-    rate_limits: str = "60/60,1000/3600"
+    rate_limits: str = DEFAULT_RATE_LIMITS
     timeout_seconds: float = 30.0
     allow_insecure_http: bool = False
     state_url_env: str = "ERZY_STATE_DATABASE_URL"

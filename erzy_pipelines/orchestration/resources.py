@@ -1,3 +1,4 @@
+
 """Dagster resources: thin, configurable wrappers that build the real objects.
 
 Every field is filled from an environment variable through ``dg.EnvVar`` in ``definitions.py``;
@@ -15,7 +16,8 @@ import dagster as dg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from erzy_pipelines.core.budget import RateWindow, parse_rate_limits
+from erzy_pipelines.core.budget import DEFAULT_RATE_LIMITS, RateWindow, parse_rate_limits
+from erzy_pipelines.core.key_id import key_id
 from erzy_pipelines.core.ownership import Ownership
 from erzy_pipelines.crm.extract import (
     CrmConnectionError,
@@ -28,12 +30,12 @@ from erzy_pipelines.crm.extract import (
     read_sql_file,
 )
 from erzy_pipelines.demo import DEMO_API_KEY
-from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, Window, validate_base_url
+from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, validate_base_url
 from erzy_pipelines.erzycall.retry import RetryPolicy
 from erzy_pipelines.settings import REAL_API_BASE_URL
 from erzy_pipelines.state import StateStore
 from erzy_pipelines.state.rate_budget import SqlRateLimitStore
-from erzy_pipelines.sync.accounts import Credential, key_id_of, normalize_base_url
+from erzy_pipelines.sync.accounts import Credential, normalize_base_url
 from erzy_pipelines.sync.leases import DEFAULT_LEASE_SECONDS
 
 
@@ -42,7 +44,7 @@ class ErzyCallResource(dg.ConfigurableResource):
 
     api_key: str
     base_url: str = REAL_API_BASE_URL
-    rate_limits: str = "60/60,1000/3600"
+    rate_limits: str = DEFAULT_RATE_LIMITS
     allow_insecure_http: bool = False
     timeout_seconds: float = 30.0
 
@@ -75,13 +77,13 @@ class ErzyCallResource(dg.ConfigurableResource):
 
     def key_id(self) -> str:
         """A stable, non-reversible id of the key: names its budget and account in the state DB."""
-        return key_id_of(self.api_key)
+        return key_id(self.api_key)
 
     def credential(self, namespace: str = "") -> Credential:
         """The base URL and key id the state's account is recognized by (``accounts.py``): in
         a named sync's namespace, the key is known by a hash of the name and the key."""
-        key_id = key_id_of(f"{namespace}\0{self.api_key}") if namespace else self.key_id()
-        return Credential(normalize_base_url(self.base_url), key_id, namespace)
+        kid = key_id(f"{namespace}\0{self.api_key}") if namespace else self.key_id()
+        return Credential(normalize_base_url(self.base_url), kid, namespace)
 
     def check_usable(self) -> None:
         """Fail fast on the one misconfiguration that would otherwise cost a 401."""
@@ -102,7 +104,7 @@ class ErzyCallResource(dg.ConfigurableResource):
         run stop within a second while it waits for its turn.
         """
         self.check_usable()
-        windows = tuple(Window(w.limit, w.seconds) for w in self.windows())
+        windows = self.windows()
         # A pause the API imposes beyond what the client would wait on retries means the key's
         # budget is spent elsewhere: the run defers instead of sleeping it out.
         pause = RetryPolicy().max_total_wait

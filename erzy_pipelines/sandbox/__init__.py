@@ -11,19 +11,16 @@ and documented in the module that implements it (app, store, validation, ratelim
 
 from .app import RequestRecord
 from .config import (
-    DEFAULT_LIMITS,
     DEMO_API_KEY,
     DEMO_GROUPS,
     KeySpec,
     SandboxConfig,
     key_hash,
-    parse_limits,
 )
 from .faults import Faults
 from .server import SandboxServer, serve_forever
 
 __all__ = [
-    "DEFAULT_LIMITS",
     "DEMO_API_KEY",
     "DEMO_GROUPS",
     "Faults",
@@ -32,6 +29,5 @@ __all__ = [
     "SandboxConfig",
     "SandboxServer",
     "key_hash",
-    "parse_limits",
     "serve_forever",
 ]

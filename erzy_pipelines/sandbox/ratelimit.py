@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from erzy_pipelines.core.budget import RateWindow
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -50,7 +52,7 @@ class SlidingWindowLimiter:
 
     def __init__(
         self,
-        windows: tuple[tuple[int, float], ...],
+        windows: tuple[RateWindow, ...],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -61,11 +63,11 @@ class SlidingWindowLimiter:
         self.set_windows(windows)
 
     @property
-    def windows(self) -> tuple[tuple[int, float], ...]:
+    def windows(self) -> tuple[RateWindow, ...]:
         return self._windows
 
-    def set_windows(self, windows: tuple[tuple[int, float], ...]) -> None:
-        windows = tuple((int(n), float(s)) for n, s in windows)
+    def set_windows(self, windows: tuple[RateWindow, ...]) -> None:
+        windows = tuple(RateWindow(int(n), float(s)) for n, s in windows)
         if not windows or any(n < 1 or s <= 0 for n, s in windows):
             raise ValueError("rate limit windows must be non-empty (requests >= 1, seconds > 0)")
         with self._lock:

@@ -11,13 +11,12 @@ between processes. Build the client's ``RateLimiter`` with ``clock=time.time`` w
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from erzy_pipelines.core.budget import RateWindow
 from erzy_pipelines.state.database import (
     create_store_engine,
     create_tables,
@@ -26,7 +25,7 @@ from erzy_pipelines.state.database import (
 )
 from erzy_pipelines.state.schema import ID_TYPE, TABLE_OPTIONS
 
-__all__ = ["SqlRateLimitStore", "key_id_for", "rate_limit_events", "rate_limit_keys"]
+__all__ = ["SqlRateLimitStore", "rate_limit_events", "rate_limit_keys"]
 
 metadata = sa.MetaData()
 
@@ -48,30 +47,17 @@ rate_limit_events = sa.Table(
 )
 
 
-class _WindowLike(Protocol):
-    limit: int
-    seconds: float
-
-
-def key_id_for(api_key: Any) -> str:
-    """A stable, non-reversible id for an API key (a ``str`` or an object with ``reveal()``)."""
-    raw = api_key.reveal() if hasattr(api_key, "reveal") else api_key
-    if not isinstance(raw, str) or not raw:
-        raise ValueError("api_key must be a non-empty string or a Secret")
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
 class SqlRateLimitStore:
     """``RateLimitStore`` backed by the ``erzy_rate_limit_*`` tables of a shared database.
 
-    ``key_id`` names the budget (use :func:`key_id_for`; never the key itself).
+    ``key_id`` names the budget (``core.key_id.key_id``; never the key itself).
     """
 
     def __init__(self, url_or_engine: str | sa.URL | Engine, key_id: str) -> None:
         if not key_id or len(key_id) > 64:
             raise ValueError("key_id must be 1-64 characters")
         if key_id.startswith(("ek_live_", "ek_test_", "ek_")):
-            raise ValueError("key_id looks like an API key; pass key_id_for(api_key) instead")
+            raise ValueError("key_id looks like an API key; pass key_id(api_key) instead")
         self.key_id = key_id
         self._engine, self._owned = create_store_engine(url_or_engine)
         create_tables(self._engine, metadata)
@@ -88,7 +74,7 @@ class SqlRateLimitStore:
         if self._owned:
             self._engine.dispose()
 
-    def try_acquire(self, now: float, windows: Sequence[_WindowLike]) -> float:
+    def try_acquire(self, now: float, windows: Sequence[RateWindow]) -> float:
         """Record a slot at ``now`` (epoch seconds) and return 0.0, or return seconds to wait.
 
         A request at ``t`` occupies each window until ``t + seconds`` (same arithmetic as the

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from erzy_pipelines.core.key_id import key_id
 from erzy_pipelines.erzycall import errors
 from erzy_pipelines.state import LEGACY_ACCOUNT, StateStore
 from erzy_pipelines.state.database import insert_ignore, run_write
@@ -65,16 +66,11 @@ class Account:
         return not self.known and self.note.startswith("new")
 
 
-def key_id_of(api_key: str) -> str:
-    """A stable, non-reversible id of an API key: what the state database knows it by."""
-    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
-
-
 def bound_store(url: str, base_url: str, api_key: str) -> StateStore:
     """The state database at ``url``, bound to the account this ErzyCall URL and key were seen
     with (for tools and tests that inspect what a sync left); unbound if never used."""
     store = StateStore(url)
-    found = known_account(store, base_url, key_id_of(api_key), touch=False)
+    found = known_account(store, base_url, key_id(api_key), touch=False)
     return store.with_account(found, take_engine=True) if found is not None else store
 
 

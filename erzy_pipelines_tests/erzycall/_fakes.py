@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, RetryPolicy, Window
+from erzy_pipelines.core.budget import RateWindow
+from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, RetryPolicy
 from erzy_pipelines.sandbox import DEMO_API_KEY, Faults
 
 KEY = "ek_test_unit_secret_value_42"
@@ -71,7 +72,7 @@ def make_client(
     handler: Callable[[httpx.Request], httpx.Response],
     clock: FakeClock,
     *,
-    windows: tuple[Window, ...] = (Window(1000, 60.0),),
+    windows: tuple[RateWindow, ...] = (RateWindow(1000, 60.0),),
     retry: RetryPolicy | None = None,
     jitter: float = 1.0,
 ) -> ErzyCallClient:
@@ -151,7 +152,7 @@ def sandbox_client(
     tests are about the retry loop, and a paced wait would land in ``clock.sleeps`` too.
     """
     limiter = RateLimiter(
-        (Window(10_000, 60.0),), clock=clock, sleep=clock.sleep, wall_clock=clock.wall,
+        (RateWindow(10_000, 60.0),), clock=clock, sleep=clock.sleep, wall_clock=clock.wall,
         pace_from_headers=False,
     )
     spy = Spy()

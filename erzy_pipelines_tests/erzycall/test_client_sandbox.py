@@ -7,11 +7,11 @@ import socket
 
 import pytest
 
+from erzy_pipelines.core.budget import RateWindow
 from erzy_pipelines.erzycall import (
     ErzyCallClient,
     RateLimiter,
     RetryPolicy,
-    Window,
     errors,
 )
 from erzy_pipelines.sandbox import DEMO_API_KEY, DEMO_GROUPS
@@ -21,7 +21,7 @@ def make(sandbox, key: str = DEMO_API_KEY, **kw) -> ErzyCallClient:
     # Generous limiter and tiny backoff: these tests are about behaviour, not pacing.
     kw.setdefault("retry", RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05))
     kw.setdefault("timeout", 5.0)
-    return ErzyCallClient(key, sandbox.base_url, limiter=RateLimiter((Window(10_000, 60.0),)),
+    return ErzyCallClient(key, sandbox.base_url, limiter=RateLimiter((RateWindow(10_000, 60.0),)),
                           **kw)
 
 

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, RetryPolicy, Window
+from erzy_pipelines.core.budget import RateWindow
+from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, RetryPolicy
 from erzy_pipelines.sandbox import DEMO_API_KEY
 
 
@@ -17,7 +18,7 @@ def client_for(sandbox, limiter: RateLimiter) -> ErzyCallClient:
 
 @pytest.fixture
 def one_contact(sandbox):
-    with client_for(sandbox, RateLimiter((Window(100, 1.0),))) as c:
+    with client_for(sandbox, RateLimiter((RateWindow(100, 1.0),))) as c:
         contact = c.create_contact({"title": "Rate", "phone": "+14155559999"}, "rate-seed")
     sandbox.reset_stats()
     return contact
@@ -32,7 +33,7 @@ def test_matching_limits_send_200_requests_without_a_single_429(sandbox, one_con
     """The issue's figure: client and sandbox both at 20 per 2 s, 200 requests, zero 429s."""
     sandbox.set_limits(((20, 2.0),))
     started = time.monotonic()
-    with client_for(sandbox, RateLimiter((Window(20, 2.0),), margin=SAFE_MARGIN)) as client:
+    with client_for(sandbox, RateLimiter((RateWindow(20, 2.0),), margin=SAFE_MARGIN)) as client:
         for _ in range(200):
             assert client.get_contact(one_contact.id).id == one_contact.id
         assert client.requests_sent == 200
@@ -47,7 +48,7 @@ def test_matching_limits_send_200_requests_without_a_single_429(sandbox, one_con
 def test_stricter_server_429s_are_absorbed_by_retry_after(sandbox, one_contact):
     """Server allows 10/2 s, client believes 20/2 s and ignores Remaining: 429s, all succeed."""
     sandbox.set_limits(((10, 2.0),))
-    limiter = RateLimiter((Window(20, 2.0),), pace_from_headers=False)
+    limiter = RateLimiter((RateWindow(20, 2.0),), pace_from_headers=False)
     started = time.monotonic()
     with client_for(sandbox, limiter) as client:
         for _ in range(40):
@@ -65,7 +66,7 @@ def test_stricter_server_is_met_by_remaining_header_pacing(sandbox, one_contact)
     """Same mismatch with header pacing on: the client slows down before the server says 429."""
     sandbox.set_limits(((10, 2.0),))
     started = time.monotonic()
-    with client_for(sandbox, RateLimiter((Window(20, 2.0),), margin=SAFE_MARGIN)) as client:
+    with client_for(sandbox, RateLimiter((RateWindow(20, 2.0),), margin=SAFE_MARGIN)) as client:
         for _ in range(40):
             client.get_contact(one_contact.id)
         sent = client.requests_sent
@@ -79,7 +80,7 @@ def test_stricter_server_is_met_by_remaining_header_pacing(sandbox, one_contact)
 def test_burst_of_429s_waits_retry_after_each_time(sandbox, one_contact):
     sandbox.faults.burst_429 = 3
     started = time.monotonic()
-    with client_for(sandbox, RateLimiter((Window(100, 1.0),))) as client:
+    with client_for(sandbox, RateLimiter((RateWindow(100, 1.0),))) as client:
         assert client.get_contact(one_contact.id).id == one_contact.id
         assert client.last_attempts == 4 and client.requests_sent == 4
     elapsed = time.monotonic() - started

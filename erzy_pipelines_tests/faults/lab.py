@@ -29,10 +29,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from erzy_pipelines.core.key_id import key_id
 from erzy_pipelines.core.payload import payload_hash
 from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines.state import StateStore
-from erzy_pipelines.sync.accounts import key_id_of, known_account
+from erzy_pipelines.sync.accounts import known_account
 from erzy_pipelines_tests.faults import report
 from erzy_pipelines_tests.orchestration.conftest import (
     GROUP_IDS,
@@ -260,7 +261,7 @@ class FaultLab:
     def store(self) -> StateStore:
         """The state database, bound to the sandbox's account once a sync has recognized it."""
         assert self.sandbox is not None
-        found = known_account(self._store, self.sandbox.base_url, key_id_of(DEMO_API_KEY))
+        found = known_account(self._store, self.sandbox.base_url, key_id(DEMO_API_KEY))
         return self._store.with_account(found) if found else self._store
 
     def use_state_database(self, url: str) -> None:

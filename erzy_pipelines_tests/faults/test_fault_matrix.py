@@ -55,6 +55,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from erzy_pipelines.core.key_id import key_id
 from erzy_pipelines.crm import extract as crm_extract
 from erzy_pipelines.erzycall import errors
 from erzy_pipelines.erzycall.ratelimit import InMemoryRateLimitStore
@@ -65,7 +66,6 @@ from erzy_pipelines.sandbox import DEMO_API_KEY
 from erzy_pipelines.state import AUDIT_FIELDS, StateStore
 from erzy_pipelines.state import schema as state_module
 from erzy_pipelines.sync import send as upsert
-from erzy_pipelines.sync.accounts import key_id_of
 from erzy_pipelines.sync.leases import LeaseKeeper
 from erzy_pipelines_tests.conftest import PG_ADMIN_URL
 from erzy_pipelines_tests.faults import report
@@ -943,7 +943,7 @@ def leases_under_long_waits(lab: FaultLab, pg_url: str, *, env: dict[str, str] |
     # The other client's two requests, stamped so that the budget frees ~26 s from now, however
     # long run A takes to start: A's first contact then waits many lease lengths, long enough
     # for run B to start (several seconds on a loaded machine) and reach the same contact.
-    budget = SqlRateLimitStore(pg_url, key_id_of(DEMO_API_KEY))
+    budget = SqlRateLimitStore(pg_url, key_id(DEMO_API_KEY))
     spent = {"key_id": budget.key_id, "at": time.time() + 20}
     with budget._engine.begin() as conn:
         conn.execute(rate_limit_events.insert(), [spent, spent])

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from erzy_pipelines.core.key_id import key_id
 from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines.sandbox.config import KeySpec
 from erzy_pipelines.state import LEGACY_ACCOUNT, StateStore
-from erzy_pipelines.sync.accounts import key_id_of, known_account
+from erzy_pipelines.sync.accounts import known_account
 from erzy_pipelines_tests.orchestration.conftest import person
 
 ROTATED_KEY = "ek_test_rotated_key_0002"
@@ -72,7 +73,7 @@ def test_a_rotated_key_of_the_same_account_keeps_the_state_for_one_request(
         (probe,) = sandbox.request_log[mark:]
         assert probe.method == "GET" and "/contacts/" in probe.path
         with StateStore(h.state_url) as store:
-            assert known_account(store, sandbox.base_url, key_id_of(ROTATED_KEY)) == before
+            assert known_account(store, sandbox.base_url, key_id(ROTATED_KEY)) == before
         assert h.sync()[1][0]["requests"] == 0
     finally:
         sandbox.stop()
@@ -103,13 +104,13 @@ def test_a_proxys_404_during_a_key_rotation_fails_the_run_and_decides_nothing(
         assert "without the API's NOT_FOUND error" in capsys.readouterr().err
         assert [r.method for r in sandbox.request_log[mark:]] == ["GET"]  # the probe, no write
         with StateStore(h.state_url) as store:
-            assert known_account(store, sandbox.base_url, key_id_of(ROTATED_KEY)) is None
+            assert known_account(store, sandbox.base_url, key_id(ROTATED_KEY)) is None
 
         sandbox.faults.proxy_404 = 0
         code, summaries = h.sync()
         assert code == 0 and summaries[0]["unchanged"] == 10 and summaries[0]["requests"] == 1
         with StateStore(h.state_url) as store:
-            assert known_account(store, sandbox.base_url, key_id_of(ROTATED_KEY)) == before
+            assert known_account(store, sandbox.base_url, key_id(ROTATED_KEY)) == before
     finally:
         sandbox.stop()
 
@@ -239,7 +240,7 @@ def test_two_runs_meeting_a_new_key_at_once_share_one_account(any_db_url):
 
     base_url = "http://127.0.0.1:9/api/v1"
     with StateStore(any_db_url) as store:
-        known = resolve_account(store, base_url, key_id_of(DEMO_API_KEY), probe=_never)
+        known = resolve_account(store, base_url, key_id(DEMO_API_KEY), probe=_never)
         store.with_account(known.account_id).insert_baseline(
             [
                 {
@@ -252,7 +253,7 @@ def test_two_runs_meeting_a_new_key_at_once_share_one_account(any_db_url):
                 }
             ]
         )
-        new_key = key_id_of(ROTATED_KEY)
+        new_key = key_id(ROTATED_KEY)
         other: list = []
 
         def probe_while_another_run_registers(remote_id: str) -> str | None:

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from erzy_pipelines.sandbox import SandboxConfig, parse_limits
+from erzy_pipelines.core.budget import parse_rate_limits as parse_limits
+from erzy_pipelines.sandbox import SandboxConfig
 
 from .conftest import StartSandbox
 from .helpers import api, contact_body

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from erzy_pipelines.state.rate_budget import SqlRateLimitStore, key_id_for
+from erzy_pipelines.core.key_id import key_id
+from erzy_pipelines.state.rate_budget import SqlRateLimitStore
 
 API_KEY = "ek_test_sandbox_demo_key_0001"
-KEY_ID = key_id_for(API_KEY)
+KEY_ID = key_id(API_KEY)
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ def test_every_window_binds(store: SqlRateLimitStore) -> None:
 
 
 def test_keys_have_separate_budgets_and_old_events_are_pruned(any_db_url: str) -> None:
-    a = SqlRateLimitStore(any_db_url, key_id_for("ek_test_a"))
-    b = SqlRateLimitStore(any_db_url, key_id_for("ek_test_b"))
+    a = SqlRateLimitStore(any_db_url, key_id("ek_test_a"))
+    b = SqlRateLimitStore(any_db_url, key_id("ek_test_b"))
     try:
         windows = (W(1, 60.0),)
         assert a.try_acquire(1000.0, windows) == 0.0
@@ -67,7 +68,7 @@ def test_keys_have_separate_budgets_and_old_events_are_pruned(any_db_url: str) -
 
 
 def test_key_id_never_holds_the_key(sqlite_url: str) -> None:
-    assert API_KEY not in KEY_ID and len(KEY_ID) == 64
+    assert API_KEY not in KEY_ID and len(KEY_ID) == 16
     with pytest.raises(ValueError, match="looks like an API key"):
         SqlRateLimitStore(sqlite_url, API_KEY)
     store = SqlRateLimitStore(sqlite_url, KEY_ID)
@@ -118,11 +119,12 @@ def test_two_processes_share_one_budget(db: str, request: pytest.FixtureRequest)
 
 
 def test_plugs_into_the_client_rate_limiter(sqlite_url: str) -> None:
-    from erzy_pipelines.erzycall.ratelimit import RateLimiter, RateLimitStore, Window
+    from erzy_pipelines.core.budget import RateWindow
+    from erzy_pipelines.erzycall.ratelimit import RateLimiter, RateLimitStore
 
     store = SqlRateLimitStore(sqlite_url, KEY_ID)
     assert isinstance(store, RateLimitStore)
-    limiter = RateLimiter(windows=(Window(3, 30.0),), store=store, clock=time.time)
+    limiter = RateLimiter(windows=(RateWindow(3, 30.0),), store=store, clock=time.time)
     assert [limiter.try_acquire() for _ in range(3)] == [0.0] * 3
     assert limiter.try_acquire() > 29.0
     assert len(store.recorded()) == 3
