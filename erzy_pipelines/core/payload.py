@@ -19,7 +19,7 @@ Rules:
   IDEMPOTENCY_MISMATCH.
 - ``scoped_key(key, account_id)`` = ``erzy-<account id>-<action>-...``: what is sent. The
   account id is drawn at random when a state database first registers an ErzyCall account
-  (``accounts.py``), so a second deployment on the same key, or this one after its state was
+  (``sync/accounts.py``), so a second deployment on the same key, or this one after its state was
   lost, never sends a key another state sent (its sequence numbers start at 1 again): its creates
   meet the existing phone's 409 and adopt it, instead of being answered as replays of writes
   another state made.

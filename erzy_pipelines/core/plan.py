@@ -14,7 +14,7 @@ Rules, for a contact with payload hash H and its state S (looked up by phone):
   writing twice; anything else is a new intent, ``S.intent_seq + 1`` (1 without state). The key
   hashes the body sent (see ``payload.idempotency_key``). The caller stores ``pending_hash`` and
   ``intent_seq`` before sending and clears ``pending_hash`` once the outcome is known.
-- A full resync plans against what ErzyCall holds (``sync_run.states_from_remote``), so the same
+- A full resync plans against what ErzyCall holds (``sync.run.states_from_remote``), so the same
   rules find the drift; it also forgets rejected hashes, so rejected payloads are retried.
 - Ownership (``core/ownership.py``): in merge mode an UPDATE whose body touches tags, groupIds or
   customFields first reads the contact: it takes 2 requests.

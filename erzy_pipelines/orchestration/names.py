@@ -5,7 +5,7 @@ assets ``crm_contacts`` … ``sync_audit``, jobs ``erzycall_sync`` and ``erzycal
 ``erzycall_api``, resources ``crm``, ``state``, ``policy`` and ``erzycall``. A named sync (a
 YAML component, or ``build_sync`` with a name) puts its name in front of each: asset keys
 ``sales/crm_contacts``, jobs ``sales_erzycall_sync``, pool ``sales_erzycall_api``, resource
-``sales_crm`` and so on. Its name is also its state namespace (see ``accounts.py``).
+``sales_crm`` and so on. Its name is also its state namespace (see ``sync/accounts.py``).
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class ErzyCallResource(dg.ConfigurableResource):
         return key_id(self.api_key)
 
     def credential(self, namespace: str = "") -> Credential:
-        """The base URL and key id the state's account is recognized by (``accounts.py``): in
+        """The base URL and key id the state's account is recognized by (``sync/accounts.py``): in
         a named sync's namespace, the key is known by a hash of the name and the key."""
         kid = key_id(f"{namespace}\0{self.api_key}") if namespace else self.key_id()
         return Credential(normalize_base_url(self.base_url), kid, namespace)
@@ -208,7 +208,7 @@ def _state_store(url: str) -> StateStore:
 
 class SyncStateResource(dg.ConfigurableResource):
     """Where sync state, the audit and the shared rate-limit budget live; ``namespace`` keeps
-    one sync's state apart from another's in the same database (``names.py``)."""
+    one sync's state apart from another's in the same database (``orchestration/names.py``)."""
 
     url: str
     namespace: str = ""

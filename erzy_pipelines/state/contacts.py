@@ -99,7 +99,7 @@ class ContactStore(StoreBase):
 
     def known_remote_ids(self, limit: int = 3) -> list[tuple[str, str]]:
         """(phone, remote id) of the contacts confirmed most recently: what probing an account
-        looks for (see ``accounts.py``)."""
+        looks for (see ``sync/accounts.py``)."""
         c = contact_state.c
         query = (
             sa.select(c.phone, c.remote_id)

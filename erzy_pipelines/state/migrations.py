@@ -27,7 +27,7 @@ def migrate(engine: Engine) -> None:
 
     - Contact state keyed by phone alone (``erzy_contact_state``) is copied into
       ``erzy_contacts`` under ``LEGACY_ACCOUNT``: the first account it is proven to describe
-      takes it over (``accounts.py``); the old table is kept, renamed, and never read again.
+      takes it over (``sync/accounts.py``); the old table is kept, renamed, and never read again.
     - ``erzy_sync_audit`` and ``erzy_sync_runs`` get their ``account_id`` column,
       ``erzy_contacts`` its ``source_fp``, ``source_read_at`` and ``confirmed_at``,
       ``erzy_accounts`` its ``namespace`` ("") and ``erzy_sync_runs`` its ``deleted`` and

@@ -1,7 +1,7 @@
 """What normalization made of each CRM record, kept in the state database by fingerprint.
 
 A record whose fingerprint (its columns, its memberships, the normalization settings and the
-versions of the rules and libraries normalization runs on; see ``erzy_pipelines/incremental.py``)
+versions of the rules and libraries normalization runs on; see ``sync/prepare.py``)
 has not changed since the last run is not normalized again: its phone, its contact or its
 reject come from here. It is a memo of a pure function, so it is right whatever the run that
 wrote it did next (a dry run, a failed send, another group): only the fingerprint decides

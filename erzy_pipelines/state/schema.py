@@ -72,7 +72,7 @@ DEFAULT_ACCOUNT = "default"
 """The account of a store not bound to one (tools and tests that use a single account)."""
 LEGACY_ACCOUNT = "legacy"
 """Contact state written before states were bound to accounts; claimed by the first account
-whose contacts it is shown to describe (see ``erzy_pipelines/accounts.py``)."""
+whose contacts it is shown to describe (see ``sync/accounts.py``)."""
 
 contact_state = sa.Table(
     "erzy_contacts",
@@ -99,7 +99,7 @@ contact_state = sa.Table(
     sa.Column("updated_at", UtcDateTime()),
     # The fingerprint of the CRM records the payload of last_hash was made from (set only
     # together with last_hash): equal to this run's, with nothing pending, the contact needs no
-    # work at all (see ``erzy_pipelines/incremental.py``).
+    # work at all (see ``sync/prepare.py``).
     sa.Column("source_fp", sa.BigInteger()),
     # When the CRM read that last_payload came from began (epoch seconds): a run whose own read
     # began earlier never sends this contact (it would write an older CRM value back).

@@ -1,7 +1,7 @@
 """One whole sync step: plan against the state, then send (or, on a dry run, only record) it.
 
-``run_sync`` is what the sync asset calls: it finds the ErzyCall account the run addresses,
-opens the run's row in ``erzy_sync_runs``, audits rejects, merges and skipped payloads, hands
+``execute_run(RunRequest(...))`` is what the sync and plan assets call: it opens the run's row in
+``erzy_sync_runs``, audits rejects, merges and skipped payloads, hands
 the operations to :func:`erzy_pipelines.sync.send.execute_plan`, and closes the run with counts
 taken from the audit.
 """
@@ -205,173 +205,229 @@ def states_from_remote(
     return out, drift
 
 
-def run_sync(
-    *,
-    contacts: Sequence[Any],
-    rejects: Sequence[Any],
-    merges: Sequence[Any],
-    store: Any,
-    settled: Sequence[str] = (),
-    fingerprints: Mapping[str, int] | None = None,
-    client_factory: Callable[[Callable[[float], None]], ErzyCallClient],
-    run_id: str,
-    partition_key: str,
-    dry_run: bool = False,
-    reconcile: bool = False,
-    respect_deleted: bool = False,
-    removal: Removal | None = None,
-    budget: Budget | None = None,
-    on_progress: ProgressCallback | None = None,
-    stop: StopSignal | None = None,
-    send_slot: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
-    account: Account | None = None,
-    ownership: Ownership = REPLACE,
-    lease_seconds: float = DEFAULT_LEASE_SECONDS,
-    read_started: float | None = None,
-) -> RunSummary:
-    """Plan the contacts against the state, then send (or, on a dry run, only record) the plan.
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything one engine run needs: what to sync, where, and how.
 
-    Rejects, merges and unchanged contacts cost no request. ``settled`` are the phones whose
-    contact needs nothing (``incremental.py``): counted unchanged, never loaded or planned.
-    ``fingerprints`` (phone → its CRM records' fingerprint) is stored with each confirmed
-    payload, so the next run can tell the contact is settled. ``reconcile`` first lists ErzyCall
-    (⌈N/100⌉ requests) and plans against what is really there instead of the stored hashes.
-    A dry run never builds a client, so it cannot send anything.
+    ``contacts``, ``rejects``, ``merges``, ``settled`` and ``fingerprints`` come from preparing
+    the CRM (``prepare.Prepared.sync_inputs``). ``settled`` are the phones whose contact needs
+    nothing: counted unchanged, never loaded or planned. ``fingerprints`` (phone → its CRM
+    records' fingerprint) is stored with each confirmed payload, so the next run can tell the
+    contact is settled.
 
-    ``store`` is bound to the run's ErzyCall account (``accounts.py``); ``account`` says how it
+    ``store`` is bound to the run's ErzyCall account (``sync/accounts.py``); ``account`` says how it
     was recognized (its probe requests count in the run's total). ``client_factory(sleep)``
     builds the client; every wait it makes goes through ``sleep``, which keeps the run's contact
-    lease alive (``leases.py``).
+    lease alive (``sync/leases.py``). A dry run never builds a client, so it cannot send anything.
 
-    ``read_started`` (epoch seconds): when the run began reading the CRM; a contact whose value
-    in ErzyCall came from a later read (another run's) is not sent (``upsert.py``).
-
-    ``send_slot`` is entered right before the first request and left after the last (the
+    ``reconcile`` first lists ErzyCall (⌈N/100⌉ requests) and plans against what is really there
+    instead of the stored hashes. ``read_started`` (epoch seconds): when the run began reading
+    the CRM; a contact whose value in ErzyCall came from a later read (another run's) is not
+    sent. ``send_slot`` is entered right before the first request and left after the last (the
     ``erzycall_api`` pool slot): a run with nothing to send never waits for it. ``stop`` ends
     the sending early (see :func:`execute_plan`); a stop during the listing raises SyncStopped.
     """
-    stop = stop or StopSignal()
-    client: ErzyCallClient | None = None
-    report = SyncReport()
+
+    contacts: Sequence[Any]
+    rejects: Sequence[Any]
+    merges: Sequence[Any]
+    store: Any
+    client_factory: Callable[[Callable[[float], None]], ErzyCallClient]
+    run_id: str
+    partition_key: str
+    settled: Sequence[str] = ()
+    fingerprints: Mapping[str, int] | None = None
+    dry_run: bool = False
+    reconcile: bool = False
+    respect_deleted: bool = False
+    removal: Removal | None = None
+    budget: Budget | None = None
+    on_progress: ProgressCallback | None = None
+    stop: StopSignal | None = None
+    send_slot: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+    account: Account | None = None
+    ownership: Ownership = REPLACE
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    read_started: float | None = None
+
+
+@dataclass
+class _Attempt:
+    """One attempt of a run: a retried step reopens its run, and the rows its earlier attempts
+    audited stay (they say what was sent); this attempt does not audit the same rejects, merges
+    and skips again."""
+
+    earlier: list[tuple[str, str, str]]
+    records_audited: bool
+    skips_audited: set[str]
+
+    @classmethod
+    def open(cls, req: RunRequest) -> _Attempt:
+        earlier = req.store.audit_outcomes(req.run_id)
+        attempt = cls(
+            earlier,
+            any(action in _RECORD_ACTIONS for action, _, _ in earlier),
+            {phone for action, phone, _ in earlier if action == "skip"},
+        )
+        req.store.start_run(req.run_id, req.partition_key, req.dry_run)
+        return attempt
+
+    def not_yet_audited(self, rows: Iterable[OperationResult]) -> list[OperationResult]:
+        return [
+            r
+            for r in rows
+            if not (r.action in _RECORD_ACTIONS and self.records_audited)
+            and not (r.action == "skip" and r.phone in self.skips_audited)
+        ]
+
+
+def execute_run(req: RunRequest) -> RunSummary:
+    """Plan the contacts against the state, then send (or, on a dry run, only record) the plan.
+
+    Rejects, merges and unchanged contacts cost no request. The run's row in ``erzy_sync_runs``
+    is opened first and always closed: with counts taken from the audit, or as stopped/failed.
+    """
+    stop = req.stop or StopSignal()
+    store, report = req.store, SyncReport()
     sending = contextlib.ExitStack()
-    keeper = LeaseKeeper(store, run_id, lease_seconds, stop)
+    keeper = LeaseKeeper(store, req.run_id, req.lease_seconds, stop)
+    client: ErzyCallClient | None = None
 
     def open_client() -> ErzyCallClient:
-        sending.enter_context(send_slot())
-        opened = sending.enter_context(contextlib.closing(client_factory(keeper.sleep)))
+        sending.enter_context(req.send_slot())
+        opened = sending.enter_context(contextlib.closing(req.client_factory(keeper.sleep)))
         opened.before_attempt = keeper.confirm
         return opened
 
-    report.requests += account.probes if account is not None else 0
-
-    # A retried step reopens its run: the rows its earlier attempts audited stay (they say what
-    # was sent), and this attempt does not audit the same rejects, merges and skips again.
-    earlier = store.audit_outcomes(run_id)
-    records_audited = any(action in _RECORD_ACTIONS for action, _, _ in earlier)
-    skips_audited = {phone for action, phone, _ in earlier if action == "skip"}
-    store.start_run(run_id, partition_key, dry_run)
-    states = store.load_states([c.phone for c in contacts])
+    report.requests += req.account.probes if req.account is not None else 0
+    attempt = _Attempt.open(req)
+    states = store.load_states([c.phone for c in req.contacts])
     drift: Drift | None = None
+    budget = req.budget
     try:
-        if reconcile and not dry_run:
-            client = client or open_client()
-            before = client.requests_sent
-            states, drift = states_from_remote(
-                states,
-                client.list_contacts(limit=100),
-                ownership,
-                respect_deleted=respect_deleted,
-            )
-            report.requests += client.requests_sent - before
-            if budget and budget.max_requests is not None:  # the listing is part of the cap
-                left = max(0, budget.max_requests - report.requests)
-                budget = Budget(max_requests=left, max_seconds=budget.max_seconds)
+        if req.reconcile and not req.dry_run:
+            client = open_client()
+            states, drift, budget = _list_erzycall(req, client, states, report, budget)
         with gc_paused():  # a plan of a million contacts is a few million objects
-            if dry_run:
-                plan, report.results = _plan_dry_run(
-                    contacts,
-                    states,
-                    ownership,
-                    fingerprints,
-                    audit=lambda rows: audit(store, rows, run_id, partition_key),
-                )
-            else:
-                plan = plan_operations(
-                    contacts,
-                    states,
-                    ownership,
-                    fingerprints=fingerprints,
-                )
-            deletions, report.removal_refused = _removals(store, removal)
-            if deletions:
-                plan = Plan(
-                    plan.operations + deletions,
-                    plan.unchanged,
-                    plan.skipped,
-                    plan.requests_needed + len(deletions),
-                )
-                if dry_run:
-                    planned = planned_results(Plan(deletions))
-                    audit(store, planned, run_id, partition_key)
-                    report.results += planned
-            if fingerprints is not None and not dry_run:
-                store.mark_settled(
-                    (c.phone, payload_hash(to_payload(c)), fingerprints[c.phone])
-                    for c in plan.unchanged
-                    if c.phone in fingerprints
-                )
-            store.clear_deferred(
-                [c.phone for c in plan.unchanged] + [op.contact.phone for op in plan.skipped]
-            )
-            pre = [
-                r
-                for r in _pre_send_rows(rejects, merges, plan.skipped)
-                if not (r.action in _RECORD_ACTIONS and records_audited)
-                and not (r.action == "skip" and r.phone in skips_audited)
-            ]
-            audit(store, pre, run_id, partition_key)
-        if plan.operations and not dry_run:
+            plan, pre = _plan_and_audit(req, states, attempt, report)
+        if plan.operations and not req.dry_run:
             client = client or open_client()
             sent = execute_plan(
                 plan,
                 client=client,
                 store=store,
-                run_id=run_id,
-                partition_key=partition_key,
+                run_id=req.run_id,
+                partition_key=req.partition_key,
                 budget=budget or Budget(),
-                on_progress=on_progress,
-                reconciled=reconcile,
+                on_progress=req.on_progress,
+                reconciled=req.reconcile,
                 stop=stop,
                 keeper=keeper,
-                ownership=ownership,
-                read_started=read_started,
+                ownership=req.ownership,
+                read_started=req.read_started,
             )
             sent.requests += report.requests
             sent.removal_refused = report.removal_refused
             report = sent
         sending.close()
-        # What this attempt audited is at hand (a dry run wrote its plan before the rest); a
-        # retried step's earlier attempts are read back.
-        written = report.results + pre if dry_run else pre + report.results
-        audited = store.audit_outcomes(run_id) if earlier else _newest_first(written)
-        outcomes = _run_counts(audited, [c.phone for c in plan.unchanged] + list(settled))
-        counts = {name: sum(outcomes[o] for o in feeds) for name, feeds in RUN_COUNTERS.items()}
-        counts["requests"] = report.requests
-        if drift is not None:
-            counts.update(drift.repaired(report.results))
-        store.finish_run(run_id, counts, _status(report, counts))
+        counts = _close_run(req, attempt, plan, pre, report, drift)
         return RunSummary(
-            plan=plan, report=report, counts=counts, dry_run=dry_run, account=account
+            plan=plan, report=report, counts=counts, dry_run=req.dry_run, account=req.account
         )
     except BaseException as exc:
         # Stopped, or infrastructure gone mid-run: close the run row if the state database
         # still answers; the step retry (or the next run) starts a fresh one.
         status = "stopped" if isinstance(exc, SyncStopped) else "failed"
         with contextlib.suppress(Exception):
-            store.finish_run(run_id, {"requests": report.requests}, status)
+            store.finish_run(req.run_id, {"requests": report.requests}, status)
         raise
     finally:
         sending.close()
+
+
+def _list_erzycall(
+    req: RunRequest,
+    client: ErzyCallClient,
+    states: dict[str, ContactState],
+    report: SyncReport,
+    budget: Budget | None,
+) -> tuple[dict[str, ContactState], Drift, Budget | None]:
+    """A reconcile's listing: the states ErzyCall really holds, the drift found, and the
+    budget left (the listing is part of a request cap)."""
+    before = client.requests_sent
+    states, drift = states_from_remote(
+        states, client.list_contacts(limit=100), req.ownership, respect_deleted=req.respect_deleted
+    )
+    report.requests += client.requests_sent - before
+    if budget and budget.max_requests is not None:
+        left = max(0, budget.max_requests - report.requests)
+        budget = Budget(max_requests=left, max_seconds=budget.max_seconds)
+    return states, drift, budget
+
+
+def _plan_and_audit(
+    req: RunRequest, states: Mapping[str, ContactState], attempt: _Attempt, report: SyncReport
+) -> tuple[Plan, list[OperationResult]]:
+    """The run's plan (removals included), with what needs no request settled and audited:
+    the plan, and the audit rows written before sending (rejects, merges, skips)."""
+    store, run_id, key = req.store, req.run_id, req.partition_key
+    if req.dry_run:
+        plan, report.results = _plan_dry_run(
+            req.contacts,
+            states,
+            req.ownership,
+            req.fingerprints,
+            audit=lambda rows: audit(store, rows, run_id, key),
+        )
+    else:
+        plan = plan_operations(req.contacts, states, req.ownership, fingerprints=req.fingerprints)
+    deletions, report.removal_refused = _removals(store, req.removal)
+    if deletions:
+        plan = Plan(
+            plan.operations + deletions,
+            plan.unchanged,
+            plan.skipped,
+            plan.requests_needed + len(deletions),
+        )
+        if req.dry_run:
+            planned = planned_results(Plan(deletions))
+            audit(store, planned, run_id, key)
+            report.results += planned
+    if req.fingerprints is not None and not req.dry_run:
+        fingerprints = req.fingerprints
+        store.mark_settled(
+            (c.phone, payload_hash(to_payload(c)), fingerprints[c.phone])
+            for c in plan.unchanged
+            if c.phone in fingerprints
+        )
+    store.clear_deferred(
+        [c.phone for c in plan.unchanged] + [op.contact.phone for op in plan.skipped]
+    )
+    pre = attempt.not_yet_audited(_pre_send_rows(req.rejects, req.merges, plan.skipped))
+    audit(store, pre, run_id, key)
+    return plan, pre
+
+
+def _close_run(
+    req: RunRequest,
+    attempt: _Attempt,
+    plan: Plan,
+    pre: list[OperationResult],
+    report: SyncReport,
+    drift: Drift | None,
+) -> dict[str, int]:
+    """The run's counts, written to its row with its status. What this attempt audited is at
+    hand (a dry run wrote its plan before the rest); a retried step's earlier attempts are
+    read back."""
+    written = report.results + pre if req.dry_run else pre + report.results
+    audited = req.store.audit_outcomes(req.run_id) if attempt.earlier else _newest_first(written)
+    outcomes = _run_counts(audited, [c.phone for c in plan.unchanged] + list(req.settled))
+    counts = {name: sum(outcomes[o] for o in feeds) for name, feeds in RUN_COUNTERS.items()}
+    counts["requests"] = report.requests
+    if drift is not None:
+        counts.update(drift.repaired(report.results))
+    req.store.finish_run(req.run_id, counts, _status(report, counts))
+    return counts
 
 
 def _plan_dry_run(

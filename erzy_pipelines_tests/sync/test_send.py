@@ -15,7 +15,7 @@ from erzy_pipelines.erzycall import ErzyCallClient
 from erzy_pipelines.erzycall.retry import RetryPolicy
 from erzy_pipelines.sandbox import DEMO_API_KEY
 from erzy_pipelines.state import StateStore
-from erzy_pipelines.sync.run import run_sync
+from erzy_pipelines.sync.run import RunRequest, execute_run
 from erzy_pipelines.sync.send import Budget, execute_plan
 
 PHONE = "+14155550123"
@@ -119,7 +119,7 @@ def test_a_deferred_contact_reverted_in_the_crm_leaves_the_backlog(sandbox, stor
     assert store.backlog() == 1
     reverted = [contact("A2", phone=one, crm_id="1"), contact("B", phone=two, crm_id="2")]
     with client(sandbox) as api:
-        summary = run_sync(
+        summary = execute_run(RunRequest(
             contacts=reverted,
             rejects=[],
             merges=[],
@@ -127,7 +127,7 @@ def test_a_deferred_contact_reverted_in_the_crm_leaves_the_backlog(sandbox, stor
             client_factory=lambda sleep: api,
             run_id="r2",
             partition_key="all",
-        )
+        ))
     assert summary.requests == 0
     assert store.backlog() == 0
 

@@ -25,7 +25,7 @@ from erzy_pipelines.orchestration.assets.step import (
 )
 from erzy_pipelines.orchestration.names import DEFAULT, SyncNames
 from erzy_pipelines.orchestration.partitions import partitions_def, run_partition_keys, scope_for
-from erzy_pipelines.sync.run import run_sync
+from erzy_pipelines.sync.run import RunRequest, execute_run
 from erzy_pipelines.sync.send import Budget
 
 
@@ -61,7 +61,7 @@ def _plan(
         extracted, prepared, scope = read_and_prepare(
             context, crm=crm, store=store, scope=scope, region=policy.default_region, stop=stop
         )
-        summary = run_sync(
+        summary = execute_run(RunRequest(
             **prepared.sync_inputs(),
             store=store,
             client_factory=lambda sleep: None,  # never called on a dry run
@@ -71,7 +71,7 @@ def _plan(
             removal=removal_for(policy, scope, extracted, store),
             account=account,
             ownership=policy.owner(extracted.managed_groups),
-        )
+        ))
         note_whole_read(store, context.run_id, scope, extracted, policy.max_deletion_share)
         figures = group_figures(
             run_partition_keys(context),

@@ -130,7 +130,7 @@ def read_and_prepare(
     replan_all: bool = False,
 ) -> tuple[Extracted, Prepared, SyncScope]:
     """The run's CRM records, normalized where they changed, the contacts to plan
-    (``incremental.py``; ``replan_all``: every contact, for a full resync), and the run's scope
+    (``sync/prepare.py``; ``replan_all``: every contact, for a full resync), and the run's scope
     as the CRM's groups decide it. Fails at once, naming the CRM's groups, when the run
     selected a group the CRM does not have."""
     read_started = dt.datetime.now(dt.UTC)
@@ -222,7 +222,7 @@ def bind_account(
     dry_run: bool,
 ) -> tuple[StateStore, Account]:
     """The state of the ErzyCall account this run addresses, in the sync's namespace
-    (``accounts.py``): known at no cost, or recognized with a few GETs; it is said in the log
+    (``sync/accounts.py``): known at no cost, or recognized with a few GETs; it is said in the log
     when it was not simply known."""
 
     sent = 0  # every request the probe made, its retries (a 429, a 5xx) included

@@ -42,7 +42,7 @@ from erzy_pipelines.orchestration.names import DEFAULT, SyncNames
 from erzy_pipelines.orchestration.partitions import partitions_def, run_partition_keys, scope_for
 from erzy_pipelines.orchestration.resources import SyncPolicyResource
 from erzy_pipelines.sync.prepare import Prepared
-from erzy_pipelines.sync.run import run_sync
+from erzy_pipelines.sync.run import RunRequest, execute_run
 from erzy_pipelines.sync.send import Budget
 from erzy_pipelines.sync.stop import SyncStopped
 
@@ -273,7 +273,7 @@ def _sync(
                     f"progress: {done}/{total} operations, {requests} requests, ETA {eta}"
                 )
 
-        summary = run_sync(
+        summary = execute_run(RunRequest(
             **prepared.sync_inputs(),
             store=store,
             client_factory=lambda sleep: erzycall.make_client(state.url, sleep=sleep),
@@ -290,7 +290,7 @@ def _sync(
             ownership=policy.owner(extracted.managed_groups),
             lease_seconds=policy.lease_seconds,
             read_started=extracted.read_started.timestamp() if extracted.read_started else None,
-        )
+        ))
         note_whole_read(store, context.run_id, scope, extracted, policy.max_deletion_share)
         report = summary.report
         complete = not (report.aborted or report.stopped)
