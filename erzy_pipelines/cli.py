@@ -399,46 +399,35 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from erzy_pipelines.core.scope import SyncScope
+    from erzy_pipelines.core.scope import FULL_SCOPE
     from erzy_pipelines.orchestration.definitions import build_resources
-    from erzy_pipelines.state.record_cache import RecordCache
-    from erzy_pipelines.sync.accounts import DoubtfulProbe, account_for_run, probe_with
+    from erzy_pipelines.sync.accounts import DoubtfulProbe
     from erzy_pipelines.sync.baseline import baseline_rows
-    from erzy_pipelines.sync.prepare import prepare_incremental
+    from erzy_pipelines.sync.opening import open_account, read_crm
     from erzy_pipelines.sync.stop import StopSignal
 
     started = time.monotonic()
     stop = StopSignal()
     with dg.build_resources(build_resources()) as res, stop.on_signals():
         res.erzycall.check_usable()
-        store = res.state.store()
-
-        @contextlib.contextmanager
-        def probing():
-            with contextlib.closing(res.erzycall.make_client(res.state.url)) as client:
-                yield probe_with(client)
-
         try:
-            account = account_for_run(
-                store, res.erzycall.credential(), dry_run=False, open_probe=probing
+            store, account = open_account(
+                res.state.store(),
+                res.erzycall.credential(),
+                lambda: res.erzycall.make_client(res.state.url),
+                dry_run=False,
             )
         except DoubtfulProbe as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        store = store.with_account(account.account_id)
-        engine = res.crm.engine()
-        memberships = res.crm.memberships(engine)
-        extracted, prepared = prepare_incremental(
-            batches=res.crm.raw_batches(engine, between_fetches=stop.check),
-            memberships=memberships,
-            scope=SyncScope(None, True),
-            extra=set(),
-            cache=RecordCache(store),
-            settled_lookup=store.settled_fingerprints,
+        extracted, prepared, _ = read_crm(
+            res.crm,
+            store,
+            scope_of=lambda _groups: FULL_SCOPE,
             region=res.policy.default_region,
             stop=stop,
-            replan_all=True,
             log=print,
+            replan_all=True,
         )
         with contextlib.closing(res.erzycall.make_client(res.state.url)) as client:
             remote = list(client.list_contacts(limit=100))

@@ -3,8 +3,6 @@ work for the run's groups (CRM → normalize → dedupe), and the ``erzycall_api
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +16,6 @@ from sqlalchemy import exc as sa_exc
 from erzy_pipelines.core.budget import format_duration
 from erzy_pipelines.core.removal import Removal, read_collapsed
 from erzy_pipelines.core.scope import SyncScope, unknown_groups
-from erzy_pipelines.crm.extract import group_keys_of
 from erzy_pipelines.erzycall import errors
 from erzy_pipelines.orchestration.dead_runs import free_if_done
 from erzy_pipelines.orchestration.names import SyncNames
@@ -37,20 +34,12 @@ from erzy_pipelines.orchestration.resources import (
     SyncStateResource,
 )
 from erzy_pipelines.state import StateStore
-from erzy_pipelines.state.record_cache import RecordCache
-from erzy_pipelines.sync.accounts import (
-    Account,
-    DoubtfulProbe,
-    Probe,
-    account_for_run,
-    probe_with,
-)
+from erzy_pipelines.sync.accounts import Account, DoubtfulProbe
+from erzy_pipelines.sync.opening import open_account, read_crm
 from erzy_pipelines.sync.prepare import (
     Extracted,
     Prepared,
     StaleRecordCache,
-    gc_paused,
-    prepare_incremental,
 )
 from erzy_pipelines.sync.stop import StopSignal, SyncStopped
 
@@ -129,24 +118,18 @@ def read_and_prepare(
     stop: StopSignal,
     replan_all: bool = False,
 ) -> tuple[Extracted, Prepared, SyncScope]:
-    """The run's CRM records, normalized where they changed, the contacts to plan
-    (``sync/prepare.py``; ``replan_all``: every contact, for a full resync), and the run's scope
-    as the CRM's groups decide it. Fails at once, naming the CRM's groups, when the run
-    selected a group the CRM does not have."""
-    read_started = dt.datetime.now(dt.UTC)
-    engine = crm.engine()
-    cache = RecordCache(store)
-    whole = scope.groups is None
-    with gc_paused():
-        memberships = crm.memberships(engine)
-        crm_groups = group_keys_of(memberships)
-        scope = whole_only_if_complete(
+    """The run's CRM read and prepared (``sync/opening.py``), its scope as the CRM's groups
+    decide it. Fails at once, naming the CRM's groups, when the run selected a group the CRM
+    does not have."""
+
+    def scope_of(crm_groups: set[str]) -> SyncScope:
+        decided = whole_only_if_complete(
             scope,
             run_partition_keys(context),
             crm_groups,
             asked_whole=context.run.tags.get(WHOLE_CRM_TAG) == WHOLE_CRM_TAGS[WHOLE_CRM_TAG],
         )
-        unknown = unknown_groups(scope, crm_groups)
+        unknown = unknown_groups(decided, crm_groups)
         if unknown:
             raise dg.Failure(
                 description=f"The CRM has no group {', '.join(map(repr, unknown))}. Its groups "
@@ -155,33 +138,17 @@ def read_and_prepare(
                 "outlived its group; crm_groups_sensor removes such partitions. Nothing was sent.",
                 allow_retries=False,
             )
-        extra: set[str] = set()
-        if not whole:
-            group_ids = {
-                gid for groups in memberships.values() for key, gid in groups
-                if key in scope.groups and gid  # type: ignore[operator]
-            }
-            extra = store.crm_ids_last_sent_with(group_ids)
-        extracted, prepared = prepare_incremental(
-            batches=crm.raw_batches(engine, between_fetches=stop.check),
-            memberships=memberships,
-            scope=scope,
-            extra=extra,
-            cache=cache,
-            settled_lookup=store.settled_fingerprints,
-            region=region,
-            stop=stop,
-            replan_all=replan_all,
-            log=context.log.info,
-        )
-    extracted.read_started = read_started
-    context.log.info(
-        f"{scope.label}: {len(extracted.records)} CRM records ({extracted.same_phone} share a "
-        f"phone with a member, {extracted.stranded} left a group); "
-        f"{prepared.contact_count} contacts, {len(prepared.settled)} settled, "
-        f"{len(prepared.contacts)} to plan"
+        return decided
+
+    return read_crm(
+        crm,
+        store,
+        scope_of=scope_of,
+        region=region,
+        stop=stop,
+        log=context.log.info,
+        replan_all=replan_all,
     )
-    return extracted, prepared, scope
 
 
 def send_slot(context: Context, store: StateStore, stop: StopSignal, pool: str) -> Callable:
@@ -222,32 +189,21 @@ def bind_account(
     dry_run: bool,
 ) -> tuple[StateStore, Account]:
     """The state of the ErzyCall account this run addresses, in the sync's namespace
-    (``sync/accounts.py``): known at no cost, or recognized with a few GETs; it is said in the log
-    when it was not simply known."""
-
-    sent = 0  # every request the probe made, its retries (a 429, a 5xx) included
-
-    @contextmanager
-    def probing() -> Iterator[Probe]:
-        nonlocal sent
-        with contextlib.closing(erzycall.make_client(state.url, sleep=stop.sleep)) as client:
-            try:
-                yield probe_with(client)
-            finally:
-                sent = client.requests_sent
-
+    (``sync/opening.py``); it is said in the log when it was not simply known."""
     try:
-        account = account_for_run(
-            store, erzycall.credential(state.namespace), dry_run=dry_run, open_probe=probing
+        store, account = open_account(
+            store,
+            erzycall.credential(state.namespace),
+            lambda: erzycall.make_client(state.url, sleep=stop.sleep),
+            dry_run=dry_run,
         )
     except DoubtfulProbe as exc:
         raise dg.Failure(description=f"Sync stopped before sending anything: {exc}.",
                          allow_retries=False) from None
-    account = dataclasses.replace(account, probes=sent)
     if not account.known:
         spent = f" ({account.probes} request(s) to find out)" if account.probes else ""
         context.log.info(f"ErzyCall account {account.account_id}: {account.note}{spent}.")
-    return store.with_account(account.account_id), account
+    return store, account
 
 
 def removal_for(
