@@ -39,13 +39,13 @@ def parse_rate_limits(text: str) -> tuple[RateWindow, ...]:
             window = RateWindow(int(limit_text), float(seconds_text))
         except ValueError:
             raise ValueError(
-                f"ERZYCALL_RATE_LIMITS: {part!r} is not 'requests/seconds' (e.g. '60/60,1000/3600')"
+                f"{part!r} is not 'requests/seconds' (e.g. '60/60,1000/3600')"
             ) from None
         if window.limit < 1 or window.seconds <= 0:
-            raise ValueError(f"ERZYCALL_RATE_LIMITS: {part!r} must have requests >= 1, seconds > 0")
+            raise ValueError(f"{part!r} must have requests >= 1, seconds > 0")
         windows.append(window)
     if not windows:
-        raise ValueError("ERZYCALL_RATE_LIMITS is empty; use e.g. '60/60,1000/3600'")
+        raise ValueError("no window given; use e.g. '60/60,1000/3600'")
     return tuple(windows)
 
 

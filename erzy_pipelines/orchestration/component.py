@@ -13,6 +13,10 @@
         rate_limits: "60/60,1000/3600"
       schedule: {cron: "0 2 * * *"}
 
+The YAML schema is derived from ``settings.SyncConfig``: each section (``crm``, ``erzycall``,
+``state``, ``schedule``, ``reconcile``, ``removal``, ``policy``) holds the fields whose
+``Option.yaml`` names it, with the same defaults, ranges and choices as the environment sync.
+
 Each component is one ``build_sync`` (``factory.py``): its assets are ``<name>/...``, its jobs,
 schedules, sensor, pool and resources ``<name>_...``, and its state is kept apart from every
 other sync's. Secrets are the *names* of environment variables. A field that cannot work is
@@ -22,16 +26,20 @@ refused when the code location loads, naming the file, the field and what is all
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 import pydantic
 
-from erzy_pipelines.core.budget import DEFAULT_RATE_LIMITS, parse_rate_limits
-from erzy_pipelines.orchestration.factory import SyncConfig, build_sync
-from erzy_pipelines.orchestration.names import NAME_PATTERN
-from erzy_pipelines.orchestration.schedules import DAILY_CRON, RECONCILE_CRON
-from erzy_pipelines.settings import REAL_API_BASE_URL
+from erzy_pipelines.orchestration.factory import build_sync
+from erzy_pipelines.settings import (
+    NAME_PATTERN_TEXT,
+    SYNC_NAME,
+    Option,
+    SyncConfig,
+    field_types,
+    options,
+)
 
 
 def _cron(value: str) -> str:
@@ -51,99 +59,71 @@ def _env_name(value: str) -> str:
     return value
 
 
-#: Errors never repeat what was written in the YAML: a secret put where a name belongs stays out.
-_QUIET = pydantic.ConfigDict(hide_input_in_errors=True)
+def _rate_limits(value: str) -> str:
+    from erzy_pipelines.core.budget import parse_rate_limits
+
+    parse_rate_limits(value)  # its ValueError says what to fix
+    return value
 
 
-class CrmSettings(dg.Model, dg.Resolvable):
-    """The CRM database: the variable holding its SQLAlchemy URL, and the two SQL files."""
-
-    model_config = _QUIET
-
-    url_env: str
-    contacts_sql: str
-    memberships_sql: str
-
-    check_env = pydantic.field_validator("url_env")(classmethod(lambda cls, v: _env_name(v)))
+class _Section(dg.Model, dg.Resolvable):
+    #: Errors never repeat what was written: a secret put where a name belongs stays out.
+    model_config = pydantic.ConfigDict(hide_input_in_errors=True)
 
 
-class ErzyCallSettings(dg.Model, dg.Resolvable):
-    """The ErzyCall API: the variable holding the key, the base URL and the key's plan."""
-
-    model_config = _QUIET
-
-    api_key_env: str
-    base_url: str = REAL_API_BASE_URL
-    rate_limits: str = DEFAULT_RATE_LIMITS
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_insecure_http: bool = False
-
-    check_env = pydantic.field_validator("api_key_env")(classmethod(lambda cls, v: _env_name(v)))
-
-    @pydantic.field_validator("rate_limits")
-    @classmethod
-    def _check_limits(cls, value: str) -> str:
-        try:
-            parse_rate_limits(value)
-        except ValueError as exc:  # says what is allowed; the variable it names is not used here
-            raise ValueError(str(exc).removeprefix("ERZYCALL_RATE_LIMITS: ")) from None
-        return value
+_SECTION_DOCS = {
+    "crm": "The CRM database: the variable holding its SQLAlchemy URL, and the two SQL files.",
+    "erzycall": "The ErzyCall API: the variable holding the key, the base URL and the key's plan.",
+    "state": "The state database (sync state, audit, shared budget): the variable holding its URL.",
+    "schedule": "The daily full sync.",
+    "reconcile": "The weekly reconcile: list ErzyCall, repair contacts deleted or edited there.",
+    "removal": "Opt-in: delete from ErzyCall the contacts the sync created once their CRM "
+    "records are gone; above ``max_per_run`` or ``max_share`` of the synced contacts, none.",
+    "policy": "Normalization, budget and ownership settings.",
+}
 
 
-class StateSettings(dg.Model, dg.Resolvable):
-    """The state database (sync state, audit, shared budget): the variable holding its URL."""
-
-    model_config = _QUIET
-
-    url_env: str = "ERZY_STATE_DATABASE_URL"
-
-    check_env = pydantic.field_validator("url_env")(classmethod(lambda cls, v: _env_name(v)))
-
-
-class ScheduleSettings(dg.Model, dg.Resolvable):
-    """The daily full sync."""
-
-    model_config = _QUIET
-
-    cron: str = DAILY_CRON
-
-    check_cron = pydantic.field_validator("cron")(classmethod(lambda cls, v: _cron(v)))
+def _field(name: str, opt: Option, kind: Any, default: Any) -> tuple[Any, Any]:
+    annotation = Literal[opt.choices] if opt.choices else kind  # type: ignore[valid-type]
+    return annotation, pydantic.Field(
+        default=... if opt.yaml_required else default,
+        description=opt.doc,
+        ge=opt.ge,
+        gt=opt.gt,
+        le=opt.le,
+    )
 
 
-class ReconcileSettings(dg.Model, dg.Resolvable):
-    """The weekly reconcile: list ErzyCall, repair contacts deleted or edited there."""
+def _section_model(section: str) -> type[_Section]:
+    """The YAML section ``section`` as a model, built from the options that name it."""
+    types, fields, validators = field_types(), {}, {}
+    for field, opt in options():
+        if not opt.yaml or not opt.yaml.startswith(f"{section}."):
+            continue
+        key = opt.yaml.split(".", 1)[1]
+        fields[key] = _field(key, opt, types[field.name], field.default)
+        check = _env_name if opt.names_variable else _cron if opt.cron else None
+        if field.name == "rate_limits":
+            check = _rate_limits
+        if check is not None:
+            validators[f"_check_{key}"] = pydantic.field_validator(key)(
+                classmethod(lambda cls, v, check=check: check(v))
+            )
+    name = f"{section.capitalize()}Settings"
+    model = pydantic.create_model(
+        name, __base__=_Section, __doc__=_SECTION_DOCS[section], __validators__=validators,
+        __module__=__name__, **fields,
+    )
+    return model
 
-    model_config = _QUIET
 
-    cron: str = RECONCILE_CRON
-    enabled: bool = True
-    deleted_in_erzycall: Literal["recreate", "respect"] = "recreate"
-
-    check_cron = pydantic.field_validator("cron")(classmethod(lambda cls, v: _cron(v)))
-
-
-class RemovalSettings(dg.Model, dg.Resolvable):
-    """Opt-in: delete from ErzyCall the contacts the sync created once their CRM records are
-    gone; above ``max_per_run`` or ``max_share`` of the synced contacts, delete nothing."""
-
-    model_config = _QUIET
-
-    enabled: bool = False
-    max_per_run: int = pydantic.Field(default=100, ge=0)
-    max_share: float = pydantic.Field(default=0.05, ge=0, le=1)
-
-
-class PolicySettings(dg.Model, dg.Resolvable):
-    """Normalization and budget settings."""
-
-    model_config = _QUIET
-
-    default_region: str = "US"
-    max_requests_per_run: int = pydantic.Field(default=0, ge=0)
-    max_run_seconds: float = pydantic.Field(default=0.0, ge=0)
-    reject_rate_warn: float = pydantic.Field(default=0.2, ge=0, le=1)
-    ownership: Literal["merge", "replace"] = "merge"
-    lease_seconds: float = pydantic.Field(default=120.0, gt=0)
+CrmSettings = _section_model("crm")
+ErzyCallSettings = _section_model("erzycall")
+StateSettings = _section_model("state")
+ScheduleSettings = _section_model("schedule")
+ReconcileSettings = _section_model("reconcile")
+RemovalSettings = _section_model("removal")
+PolicySettings = _section_model("policy")
 
 
 class ErzyCallContactSync(dg.Component, dg.Model, dg.Resolvable):
@@ -152,52 +132,35 @@ class ErzyCallContactSync(dg.Component, dg.Model, dg.Resolvable):
     a daily and a weekly-reconcile schedule, and a sensor keeping the group partitions."""
 
     name: str
-    crm: CrmSettings
-    erzycall: ErzyCallSettings
-    state: StateSettings = StateSettings()
-    schedule: ScheduleSettings = ScheduleSettings()
-    reconcile: ReconcileSettings = ReconcileSettings()
-    removal: RemovalSettings = RemovalSettings()
-    policy: PolicySettings = PolicySettings()
+    crm: CrmSettings  # type: ignore[valid-type]
+    erzycall: ErzyCallSettings  # type: ignore[valid-type]
+    state: StateSettings = StateSettings()  # type: ignore[valid-type]
+    schedule: ScheduleSettings = ScheduleSettings()  # type: ignore[valid-type]
+    reconcile: ReconcileSettings = ReconcileSettings()  # type: ignore[valid-type]
+    removal: RemovalSettings = RemovalSettings()  # type: ignore[valid-type]
+    policy: PolicySettings = PolicySettings()  # type: ignore[valid-type]
 
     @pydantic.field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not SYNC_NAME.match(value):
             raise ValueError(
-                f"{value!r}: use lower-case letters, digits and _ (a letter first, at most 40 "
-                "characters); it prefixes the sync's asset keys, jobs and schedules"
+                f"{value!r}: use {NAME_PATTERN_TEXT}; it prefixes the sync's asset keys, jobs "
+                "and schedules"
             )
         return value
 
     def sync_config(self, folder: Path) -> SyncConfig:
         """The factory's config; SQL paths are relative to ``folder`` (the YAML's)."""
-        return SyncConfig(
-            name=self.name,
-            crm_url_env=self.crm.url_env,
-            contacts_sql=str(folder / self.crm.contacts_sql),
-            memberships_sql=str(folder / self.crm.memberships_sql),
-            api_key_env=self.erzycall.api_key_env,
-            base_url=self.erzycall.base_url,
-            rate_limits=self.erzycall.rate_limits,
-            timeout_seconds=self.erzycall.timeout_seconds,
-            allow_insecure_http=self.erzycall.allow_insecure_http,
-            state_url_env=self.state.url_env,
-            default_region=self.policy.default_region,
-            max_requests_per_run=self.policy.max_requests_per_run,
-            max_run_seconds=self.policy.max_run_seconds,
-            reject_rate_warn=self.policy.reject_rate_warn,
-            ownership=self.policy.ownership,
-            deleted_in_erzycall=self.reconcile.deleted_in_erzycall,
-            delete_removed=self.removal.enabled,
-            max_deletions_per_run=self.removal.max_per_run,
-            max_deletion_share=self.removal.max_share,
-            lease_seconds=self.policy.lease_seconds,
-            schedule_cron=self.schedule.cron,
-            reconcile_cron=self.reconcile.cron,
-            reconcile_enabled=self.reconcile.enabled,
-        )
+        values: dict[str, Any] = {}
+        for field, opt in options():
+            if not opt.yaml:
+                continue
+            section, _, key = opt.yaml.rpartition(".")
+            value = getattr(getattr(self, section), key) if section else getattr(self, key)
+            values[field.name] = str(folder / value) if opt.relative_path else value
+        return SyncConfig(**values)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         folder = context.path if context.path.is_dir() else context.path.parent
-        return build_sync(self.sync_config(folder))
+        return build_sync(self.sync_config(folder), source="yaml")

@@ -11,13 +11,9 @@ that key's budget through the state database, as every run with that key does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 
-from erzy_pipelines.core.budget import DEFAULT_RATE_LIMITS, parse_rate_limits
-from erzy_pipelines.core.ownership import MODES
 from erzy_pipelines.orchestration.assets.plan import build_plan_job
 from erzy_pipelines.orchestration.assets.sync import build_sync_asset
 from erzy_pipelines.orchestration.names import SyncNames
@@ -28,85 +24,24 @@ from erzy_pipelines.orchestration.resources import (
     SyncStateResource,
 )
 from erzy_pipelines.orchestration.schedules import (
-    DAILY_CRON,
-    RECONCILE_CRON,
     build_daily_schedule,
     build_reconcile_schedule,
     build_sync_job,
 )
 from erzy_pipelines.orchestration.sensors import build_groups_sensor
-from erzy_pipelines.settings import REAL_API_BASE_URL, SQL_DIR
-from erzy_pipelines.sync.run import DELETED_IN_ERZYCALL_MODES
+from erzy_pipelines.settings import ConfigError, Source, SyncConfig, label, options
 
 
-class ConfigError(ValueError):
-    """A sync's configuration cannot work; the message names the field and what is allowed."""
-
-
-@dataclass(frozen=True)
-class SyncConfig:
-    """Everything one sync needs. ``name=None`` is the environment-variable sync (names
-    without a prefix); ``*_env`` fields are the names of environment variables."""
-
-    name: str | None = None
-    crm_url_env: str = "CRM_DATABASE_URL"
-    contacts_sql: str = str(SQL_DIR / "contacts.sql")
-    memberships_sql: str = str(SQL_DIR / "memberships.sql")
-    api_key_env: str = "ERZYCALL_API_KEY"
-    base_url: str = REAL_API_BASE_URL
-    rate_limits: str = DEFAULT_RATE_LIMITS
-    timeout_seconds: float = 30.0
-    allow_insecure_http: bool = False
-    state_url_env: str = "ERZY_STATE_DATABASE_URL"
-    default_region: str = "US"
-    max_requests_per_run: int = 0
-    max_run_seconds: float = 0.0
-    reject_rate_warn: float = 0.2
-    ownership: str = "merge"
-    deleted_in_erzycall: str = "recreate"
-    delete_removed: bool = False
-    max_deletions_per_run: int = 100
-    max_deletion_share: float = 0.05
-    lease_seconds: float = 120.0
-    schedule_cron: str = DAILY_CRON
-    reconcile_cron: str = RECONCILE_CRON
-    reconcile_enabled: bool = True
-
-    def validate(self) -> None:
-        """Raise ``ConfigError`` naming the first field that cannot work."""
-        try:
-            SyncNames(self.name)
-        except ValueError as exc:
-            raise ConfigError(f"name: {exc}") from None
-        try:
-            parse_rate_limits(self.rate_limits)
-        except ValueError as exc:
-            raise ConfigError(f"erzycall.rate_limits: {exc}") from None
-        for field, value in (
-            ("schedule.cron", self.schedule_cron),
-            ("reconcile.cron", self.reconcile_cron),
-        ):
-            if not is_valid_cron_string(value):
-                raise ConfigError(f"{field}: {value!r} is not a cron expression (e.g. '0 2 * * *')")
-        _one_of("ownership", self.ownership, MODES)
-        _one_of(
-            "reconcile.deleted_in_erzycall", self.deleted_in_erzycall, DELETED_IN_ERZYCALL_MODES
-        )
-        if self.max_deletions_per_run < 0:
-            raise ConfigError("removal.max_per_run must be 0 or more")
-        if not 0 <= self.max_deletion_share <= 1:
-            raise ConfigError("removal.max_share must be between 0 and 1 (0.05 = 5%)")
-        if self.lease_seconds < 2 * self.timeout_seconds:
+def validate(config: SyncConfig, source: Source = "python") -> None:
+    """``SyncConfig.validate``, plus what only Dagster can check: the cron expressions."""
+    config.validate(source)
+    for field, opt in options():
+        value = getattr(config, field.name)
+        if opt.cron and not is_valid_cron_string(value):
             raise ConfigError(
-                f"lease_seconds={self.lease_seconds:g} must be at least twice "
-                f"erzycall.timeout_seconds={self.timeout_seconds:g}: a contact's lease is not "
-                "renewed while its request is in flight"
+                f"{label(field.name, source)}: {value!r} is not a cron expression; use five "
+                "fields, e.g. '0 2 * * *'"
             )
-
-
-def _one_of(field: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{field}: {value!r} is not one of: {', '.join(allowed)}")
 
 
 def build_resources(config: SyncConfig) -> dict[str, dg.ConfigurableResource]:
@@ -143,10 +78,11 @@ def build_resources(config: SyncConfig) -> dict[str, dg.ConfigurableResource]:
     }
 
 
-def build_sync(config: SyncConfig) -> dg.Definitions:
+def build_sync(config: SyncConfig, source: Source = "python") -> dg.Definitions:
     """A complete sync: five assets with their checks, the sync and plan jobs, the daily and
-    weekly-reconcile schedules, the groups sensor and the resources."""
-    config.validate()
+    weekly-reconcile schedules, the groups sensor and the resources. ``source``: where the
+    config came from, so an error names the setting as the user wrote it."""
+    validate(config, source)
     names = SyncNames(config.name)
     return dg.Definitions(
         assets=[build_sync_asset(names)],

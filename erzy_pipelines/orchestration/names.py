@@ -10,12 +10,13 @@ YAML component, or ``build_sync`` with a name) puts its name in front of each: a
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import dagster as dg
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+from erzy_pipelines.settings import SYNC_NAME
+
+NAME_PATTERN = SYNC_NAME
 ASSETS = (
     "crm_contacts",
     "normalized_contacts",

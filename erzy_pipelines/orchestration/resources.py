@@ -16,7 +16,7 @@ import dagster as dg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from erzy_pipelines.core.budget import DEFAULT_RATE_LIMITS, RateWindow, parse_rate_limits
+from erzy_pipelines.core.budget import RateWindow, parse_rate_limits
 from erzy_pipelines.core.key_id import key_id
 from erzy_pipelines.core.ownership import Ownership
 from erzy_pipelines.crm.extract import (
@@ -32,21 +32,20 @@ from erzy_pipelines.crm.extract import (
 from erzy_pipelines.demo import DEMO_API_KEY
 from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, validate_base_url
 from erzy_pipelines.erzycall.retry import RetryPolicy
-from erzy_pipelines.settings import REAL_API_BASE_URL
+from erzy_pipelines.settings import DEFAULTS, REAL_API_BASE_URL
 from erzy_pipelines.state import StateStore
 from erzy_pipelines.state.rate_budget import SqlRateLimitStore
 from erzy_pipelines.sync.accounts import Credential, normalize_base_url
-from erzy_pipelines.sync.leases import DEFAULT_LEASE_SECONDS
 
 
 class ErzyCallResource(dg.ConfigurableResource):
     """The Contacts API: key, base URL and the key's rate-limit plan."""
 
     api_key: str
-    base_url: str = REAL_API_BASE_URL
-    rate_limits: str = DEFAULT_RATE_LIMITS
-    allow_insecure_http: bool = False
-    timeout_seconds: float = 30.0
+    base_url: str = DEFAULTS.base_url
+    rate_limits: str = DEFAULTS.rate_limits
+    allow_insecure_http: bool = DEFAULTS.allow_insecure_http
+    timeout_seconds: float = DEFAULTS.timeout_seconds
 
     def __repr__(self) -> str:  # the key must never reach a repr, a log or the UI
         return f"ErzyCallResource(base_url={self.base_url!r}, api_key=<redacted>)"
@@ -56,8 +55,8 @@ class ErzyCallResource(dg.ConfigurableResource):
     def windows(self) -> tuple[RateWindow, ...]:
         try:
             return parse_rate_limits(self.rate_limits)
-        except ValueError as exc:  # the message names ERZYCALL_RATE_LIMITS and the fix
-            raise dg.Failure(str(exc), allow_retries=False) from None
+        except ValueError as exc:  # the message says what to fix
+            raise dg.Failure(f"rate limits: {exc}", allow_retries=False) from None
 
     def check_config(self) -> None:
         """Fail fast, before anything is sent or recorded, on settings that cannot work.
@@ -220,16 +219,17 @@ class SyncStateResource(dg.ConfigurableResource):
 class SyncPolicyResource(dg.ConfigurableResource):
     """Normalization and budget settings that are the same for every run."""
 
-    default_region: str = "US"
-    max_requests_per_run: int = 0
-    max_run_seconds: float = 0.0
-    reject_rate_warn: float = 0.2
-    ownership: str = "merge"  # see core/ownership.py: merge (keep ErzyCall users' edits) or replace
-    deleted_in_erzycall: str = "recreate"  # reconcile: recreate, or respect until the CRM changes
-    delete_removed: bool = False  # opt-in: delete what the sync created once its records are gone
-    max_deletions_per_run: int = 100
-    max_deletion_share: float = 0.05
-    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    # What each means and accepts: settings.SyncConfig, where the defaults come from.
+    default_region: str = DEFAULTS.default_region
+    max_requests_per_run: int = DEFAULTS.max_requests_per_run
+    max_run_seconds: float = DEFAULTS.max_run_seconds
+    reject_rate_warn: float = DEFAULTS.reject_rate_warn
+    ownership: str = DEFAULTS.ownership
+    deleted_in_erzycall: str = DEFAULTS.deleted_in_erzycall
+    delete_removed: bool = DEFAULTS.delete_removed
+    max_deletions_per_run: int = DEFAULTS.max_deletions_per_run
+    max_deletion_share: float = DEFAULTS.max_deletion_share
+    lease_seconds: float = DEFAULTS.lease_seconds
 
     def owner(self, managed_groups: frozenset[str]) -> Ownership:
         """How writes treat what ErzyCall's users added, for a CRM mapping these groups."""

@@ -13,9 +13,6 @@ from dagster._core.storage.tags import (
 from erzy_pipelines.orchestration.names import DEFAULT, SyncNames
 from erzy_pipelines.orchestration.partitions import UNGROUPED_KEY, WHOLE_CRM_TAGS
 
-DAILY_CRON = "0 2 * * *"
-RECONCILE_CRON = "0 3 * * 0"  # Sundays 03:00 UTC
-
 
 def build_sync_job(names: SyncNames = DEFAULT) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
