@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from erzy_pipelines.core.dedupe import Merge
 from erzy_pipelines.core.normalize import Contact, Reject
+from erzy_pipelines.core.outcomes import SENT_OUTCOMES
 
 UNGROUPED_KEY = "_ungrouped"
-SENT_OUTCOMES = ("created", "updated", "adopted", "recreated")
 
 
 class Outcome(Protocol):

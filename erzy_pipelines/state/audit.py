@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from erzy_pipelines.core.outcomes import Outcome
 from erzy_pipelines.state.base import StoreBase
 from erzy_pipelines.state.database import _WRITE_ROWS, chunks, dumps, insert_many, truncate, utcnow
 from erzy_pipelines.state.schema import AUDIT_FIELDS, sync_audit
@@ -85,7 +86,7 @@ class AuditStore(StoreBase):
         a = sync_audit.c
         query = (
             sa.select(a.error_code, sa.func.count())
-            .where(a.run_id == run_id, a.outcome == "deferred")
+            .where(a.run_id == run_id, a.outcome == Outcome.DEFERRED)
             .group_by(a.error_code)
         )
         with self._engine.connect() as conn:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from erzy_pipelines.core.outcomes import RunStatus
 from erzy_pipelines.state.base import StoreBase
 from erzy_pipelines.state.database import insert_ignore, utcnow
 from erzy_pipelines.state.schema import RUN_COUNT_FIELDS, sync_runs
@@ -21,7 +22,7 @@ class RunStore(StoreBase):
             "account_id": self.account,
             "partition_key": partition_key,
             "dry_run": bool(dry_run),
-            "status": "running",
+            "status": RunStatus.RUNNING,
             "finished_at": None,
         }
 
@@ -51,9 +52,8 @@ class RunStore(StoreBase):
         """How many records this run's whole-CRM read returned (see ``last_whole_read``)."""
 
         def txn(conn: Connection) -> None:
-            insert_ignore(
-                conn, sync_runs, [{"run_id": run_id, "started_at": utcnow(), "status": "running"}]
-            )
+            row = {"run_id": run_id, "started_at": utcnow(), "status": RunStatus.RUNNING}
+            insert_ignore(conn, sync_runs, [row])
             conn.execute(
                 sync_runs.update()
                 .where(sync_runs.c.run_id == run_id)

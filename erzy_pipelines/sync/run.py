@@ -15,7 +15,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from erzy_pipelines.core.group_figures import SENT_OUTCOMES
+from erzy_pipelines.core.outcomes import (
+    RECORD_ACTIONS,
+    RUN_COUNTERS,
+    SENT_OUTCOMES,
+    AuditAction,
+    Outcome,
+    RunStatus,
+)
 from erzy_pipelines.core.ownership import REPLACE, Ownership
 from erzy_pipelines.core.payload import payload_hash, to_payload
 from erzy_pipelines.core.plan import ContactState, Operation, Plan, plan_operations
@@ -40,22 +47,10 @@ from erzy_pipelines.sync.stop import StopSignal, SyncStopped
 
 PLAN_CHUNK = 25_000
 
-#: The runs table's counters, and which outcomes feed each.
 DELETED_IN_ERZYCALL_MODES = ("recreate", "respect")
 """What a reconcile does with a contact deleted in ErzyCall whose CRM record did not change:
 create it again, or leave it deleted until the CRM record changes."""
 
-RUN_COUNTERS = {
-    "created": ("created", "recreated"),
-    "updated": ("updated", "adopted"),
-    "unchanged": ("unchanged",),
-    "merged": ("merged",),
-    "rejected": ("rejected",),
-    "failed": ("failed",),
-    "deferred": ("deferred",),
-    "planned": ("planned",),
-    "deleted": ("deleted",),
-}
 
 
 @dataclass
@@ -80,8 +75,8 @@ def _pre_send_rows(
         OperationResult(
             phone=r.phone or "",
             crm_ids=(r.crm_id or "",),
-            action="reject",
-            outcome="rejected",
+            action=AuditAction.REJECT,
+            outcome=Outcome.REJECTED,
             error_code=r.reason,
             error_message=r.detail,
         )
@@ -91,8 +86,8 @@ def _pre_send_rows(
         OperationResult(
             phone=m.phone,
             crm_ids=(m.merged_crm_id,),
-            action="merge",
-            outcome="merged",
+            action=AuditAction.MERGE,
+            outcome=Outcome.MERGED,
             error_message=f"merged into CRM id {m.survivor_crm_id}",
         )
         for m in merges
@@ -100,8 +95,8 @@ def _pre_send_rows(
     rows += [
         OperationResult.of(
             op,
-            "rejected",
-            action="skip",
+            Outcome.REJECTED,
+            action=AuditAction.SKIP,
             error_code="previously_rejected_by_api",
             error_message="the API rejected this exact payload before; "
             "not sent until the contact changes",
@@ -111,7 +106,6 @@ def _pre_send_rows(
     return rows
 
 
-_RECORD_ACTIONS = ("reject", "merge")  # audit rows about a CRM record, not a contact
 
 
 def _run_counts(
@@ -124,12 +118,12 @@ def _run_counts(
     outcomes: Counter[str] = Counter()
     latest: dict[str, str] = {}
     for action, phone, outcome in audited:
-        if action in _RECORD_ACTIONS:
+        if action in RECORD_ACTIONS:
             outcomes[outcome] += 1
         else:
             latest.setdefault(phone, outcome)
     outcomes.update(latest.values())
-    outcomes["unchanged"] += sum(1 for phone in unchanged if phone not in latest)
+    outcomes[Outcome.UNCHANGED] += sum(1 for phone in unchanged if phone not in latest)
     return outcomes
 
 
@@ -266,8 +260,8 @@ class _Attempt:
         earlier = req.store.audit_outcomes(req.run_id)
         attempt = cls(
             earlier,
-            any(action in _RECORD_ACTIONS for action, _, _ in earlier),
-            {phone for action, phone, _ in earlier if action == "skip"},
+            any(action in RECORD_ACTIONS for action, _, _ in earlier),
+            {phone for action, phone, _ in earlier if action == AuditAction.SKIP},
         )
         req.store.start_run(req.run_id, req.partition_key, req.dry_run)
         return attempt
@@ -276,8 +270,8 @@ class _Attempt:
         return [
             r
             for r in rows
-            if not (r.action in _RECORD_ACTIONS and self.records_audited)
-            and not (r.action == "skip" and r.phone in self.skips_audited)
+            if not (r.action in RECORD_ACTIONS and self.records_audited)
+            and not (r.action == AuditAction.SKIP and r.phone in self.skips_audited)
         ]
 
 
@@ -337,7 +331,7 @@ def execute_run(req: RunRequest) -> RunSummary:
     except BaseException as exc:
         # Stopped, or infrastructure gone mid-run: close the run row if the state database
         # still answers; the step retry (or the next run) starts a fresh one.
-        status = "stopped" if isinstance(exc, SyncStopped) else "failed"
+        status = RunStatus.STOPPED if isinstance(exc, SyncStopped) else RunStatus.FAILED
         with contextlib.suppress(Exception):
             store.finish_run(req.run_id, {"requests": report.requests}, status)
         raise
@@ -472,11 +466,11 @@ def _removals(store: Any, removal: Removal | None) -> tuple[list[Operation], str
 
 def _status(report: SyncReport, counts: dict[str, int]) -> str:
     if report.stopped:
-        return "stopped"
+        return RunStatus.STOPPED
     if report.aborted:
-        return "aborted"
+        return RunStatus.ABORTED
     if counts["failed"]:
-        return "failed"
+        return RunStatus.FAILED
     # Work left for the next run (a cap, the key's budget, a contact held by another run) is not
     # a failure, but the run did not finish: it never reads as a plain success.
-    return "deferred" if counts["deferred"] else "succeeded"
+    return RunStatus.DEFERRED if counts["deferred"] else RunStatus.SUCCEEDED

@@ -25,6 +25,7 @@ from erzy_pipelines.core.budget import (
     seconds_for_requests,
 )
 from erzy_pipelines.core.group_figures import GroupFigures, record_partitions
+from erzy_pipelines.core.outcomes import SENT_OUTCOMES, Outcome
 from erzy_pipelines.orchestration.assets import schemas
 from erzy_pipelines.orchestration.assets.markdown import md_table
 from erzy_pipelines.orchestration.names import ASSETS, DEFAULT, SyncNames
@@ -35,7 +36,7 @@ from erzy_pipelines.sync.send import Budget
 
 CRM, NORMALIZED, DEDUPED, CONTACTS, AUDIT = ASSETS
 SYNC_KEYS = ASSETS
-OUTCOME_FIGURES = ("created", "updated", "adopted", "recreated", "failed", "deferred")
+OUTCOME_FIGURES = tuple(map(str, (*SENT_OUTCOMES, Outcome.FAILED, Outcome.DEFERRED)))
 
 Event = dg.AssetMaterialization | dg.AssetObservation
 PREVIEW_OPERATIONS = 25
