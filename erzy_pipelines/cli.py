@@ -24,6 +24,7 @@ from erzy_pipelines.core.budget import (
 )
 from erzy_pipelines.core.urls import hide_password
 from erzy_pipelines.erzycall.secret import Secret
+from erzy_pipelines.orchestration.instance import INSTANCE_TEMPLATE, ensure_dagster_home
 from erzy_pipelines.settings import (
     SettingError,
     apply_env_defaults,
@@ -31,234 +32,32 @@ from erzy_pipelines.settings import (
     env,
     settings,
 )
-from erzy_pipelines.state import RUN_COUNT_FIELDS
+
+__all__ = ["INSTANCE_TEMPLATE", "ensure_dagster_home", "main", "run_sync"]  # noqa: F822 (lazy)
 
 DEMO_RATE_LIMITS = "3000/60,100000/3600"
-SUMMARY_COLUMNS = tuple(f for f in RUN_COUNT_FIELDS if not f.startswith("drift_"))
 
 
-INSTANCE_TEMPLATE = Path(__file__).resolve().parent / "dagster.yaml"
-#: First lines of the instance settings this package wrote (this version's, and earlier ones'):
-#: a $DAGSTER_HOME/dagster.yaml starting with one of them is kept equal to the template.
-MANAGED_FIRST_LINES = (
-    INSTANCE_TEMPLATE.read_text().splitlines()[0],
-    "# Local Dagster instance settings. `erzy-pipelines sync|demo|dev` copy this file into",
-)
+def __getattr__(name: str) -> object:
+    """``run_sync`` (``orchestration/launch.py``) on first use: ``--help``, ``seed`` and
+    ``sandbox`` never pay for importing Dagster."""
+    if name in ("run_sync", "print_summary"):
+        from erzy_pipelines.orchestration import launch
 
-
-def ensure_dagster_home() -> Path:
-    """Use $DAGSTER_HOME, or data/dagster_home; give it the package's dagster.yaml.
-
-    The file comes from the installed package (not a checkout), so the pools, run retries and
-    run monitoring apply wherever the package is installed. A file the user manages (its first
-    line is not ours) is left alone.
-    """
-    if os.environ.get("DAGSTER_HOME"):
-        home = Path(os.environ["DAGSTER_HOME"])
-    else:
-        home = data_dir() / "dagster_home"
-        os.environ["DAGSTER_HOME"] = str(home)
-    home.mkdir(parents=True, exist_ok=True)
-    target, template = home / "dagster.yaml", INSTANCE_TEMPLATE.read_text()
-    current = target.read_text() if target.exists() else None
-    first_line = current.splitlines()[0] if current else ""
-    managed = current is None or first_line in MANAGED_FIRST_LINES
-    if managed and current != template:
-        target.write_text(template)
-    return home
-
-
-def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
-    print("  ".join(c.rjust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).rjust(widths[c]) for c in columns))
-
-
-def run_sync(
-    groups: Sequence[str] | None = None,
-    *,
-    dry_run: bool = False,
-    full_resync: bool = False,
-    max_requests: int = 0,
-    instance=None,
-    log_level: str = "INFO",
-) -> tuple[int, list[dict]]:
-    """Run the ``erzycall_sync`` job (``erzycall_plan`` on a dry run) for all groups (one run)
-    or for each chosen group; return (exit code, one summary row per run).
-
-    Exit code 1 when a run or an operation failed, 130 when a run was stopped (SIGTERM, Ctrl-C).
-    Before launching, runs of this instance whose process is gone are marked failed and their
-    pool slots freed, so a killed sync never blocks this one.
-    """
-    import dagster as dg
-    from dagster._core.storage.tags import (
-        ASSET_PARTITION_RANGE_END_TAG,
-        ASSET_PARTITION_RANGE_START_TAG,
-        MAX_RETRIES_TAG,
-    )
-
-    from erzy_pipelines.crm.extract import (
-        CrmConnectionError,
-        create_crm_engine,
-        discover_group_keys,
-        read_sql_file,
-    )
-    from erzy_pipelines.orchestration.dead_runs import reap_dead_runs
-    from erzy_pipelines.orchestration.definitions import build_definitions
-    from erzy_pipelines.orchestration.partitions import (
-        CRM_GROUPS_PARTITIONS_NAME,
-        WHOLE_CRM_TAGS,
-        sync_partitions,
-    )
-    from erzy_pipelines.orchestration.process import ProcessIdentity
-    from erzy_pipelines.state import StateStore
-
-    apply_env_defaults()
-    if instance is None:
-        ensure_dagster_home()
-        instance = dg.DagsterInstance.get()
-    defs = build_definitions()  # checks every setting before touching any database
-    try:
-        crm_keys = discover_group_keys(
-            create_crm_engine(env("CRM_DATABASE_URL")),
-            read_sql_file(Path(env("CRM_MEMBERSHIPS_SQL"))),
-        )
-    except (CrmConnectionError, OSError, ValueError) as exc:
-        # Misconfiguration found before any run starts: say what to fix, not a traceback.
-        print(f"error: {exc} (check CRM_DATABASE_URL and CRM_MEMBERSHIPS_SQL)", file=sys.stderr)
-        return 2, []
-    sync_partitions(instance, crm_keys)
-    known = instance.get_dynamic_partitions(CRM_GROUPS_PARTITIONS_NAME)
-    if groups:
-        unknown = [g for g in groups if g not in known]
-        if unknown:
-            print(
-                f"error: unknown group(s) {', '.join(unknown)}; known: {', '.join(known)}",
-                file=sys.stderr,
-            )
-            return 2, []
-        launches = [{"partition_key": g} for g in groups]
-    else:
-        range_tags = {
-            ASSET_PARTITION_RANGE_START_TAG: known[0],
-            ASSET_PARTITION_RANGE_END_TAG: known[-1],
-            **WHOLE_CRM_TAGS,
-        }
-        launches = [{"tags": range_tags}]
-    for line in reap_dead_runs(instance):
-        print(f"note: {line}", file=sys.stderr)
-    job = defs.resolve_job_def("erzycall_plan" if dry_run else "erzycall_sync")
-    run_config: dict = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    if not dry_run:
-        run_config["ops"] = {
-            "sync_contacts": {
-                "config": {"full_resync": full_resync, "max_requests": max_requests}
-            }
-        }
-    # The CLI's own process is the run's process; a killed CLI run is not retried behind the
-    # user's back (they rerun it), only runs the daemon launched are.
-    cli_tags = {**ProcessIdentity.current().tags(), MAX_RETRIES_TAG: "0"}
-    store = StateStore(env("ERZY_STATE_DATABASE_URL"))
-    summaries, exit_code = [], 0
-    for launch in launches:
-        result = job.execute_in_process(
-            instance=instance,
-            run_config=run_config,
-            raise_on_error=False,
-            partition_key=launch.get("partition_key"),
-            tags={**cli_tags, **launch.get("tags", {})},
-        )
-        run = _run_row(store, result.run_id)
-        status = instance.get_run_by_id(result.run_id).status
-        stopped = status == dg.DagsterRunStatus.CANCELED
-        row = {
-            "scope": launch.get("partition_key", "all"),
-            "status": "ok" if result.success else ("STOPPED" if stopped else "FAILED"),
-        }
-        row.update({c: (run or {}).get(c) or 0 for c in SUMMARY_COLUMNS})
-        if result.success and row["deferred"]:
-            row["status"] = "deferred"
-            print(f"note: {_deferral_note(store, result.run_id, row['deferred'])}", file=sys.stderr)
-        summaries.append(row)
-        if not result.success or row["failed"]:
-            exit_code = 1
-            for event in result.all_events:
-                if event.is_step_failure and event.step_failure_data:
-                    print(f"error: {_error_text(event.step_failure_data.error)}", file=sys.stderr)
-        if stopped:
-            print(f"stopped: run {result.run_id} was canceled", file=sys.stderr)
-            return 130, summaries
-    return exit_code, summaries
-
-
-DEFERRAL_REASONS = {
-    "request_budget": "the run's request cap (ERZY_MAX_REQUESTS_PER_RUN or --max-requests)",
-    "time_budget": "the run's time cap (ERZY_MAX_RUN_SECONDS)",
-    "key_budget_spent": "the API key's request budget is spent",
-    "claimed_by_another_run": "another run was sending them",
-    "lease_lost": "another run took them over",
-}
-
-
-def _deferral_note(store, run_id: str, deferred: int) -> str:
-    """What a run that finished without error left for the next run, and why."""
-    try:
-        reasons = store.deferral_reasons(run_id)
-    except Exception:  # the counts are said already; the reasons are a courtesy
-        reasons = {}
-    why = "; ".join(
-        f"{n} for {DEFERRAL_REASONS.get(code, code)}" for code, n in sorted(reasons.items())
-    )
-    return (
-        f"{deferred} contact(s) deferred ({why or 'see the audit'}); they go first next run. "
-        "Status `deferred`: the run did not finish its work, but nothing failed."
-    )
-
-
-def _run_row(store, run_id: str) -> dict | None:
-    """The run's counts, or None when the state database is unreachable (the step's own error,
-    printed below, then says why the run failed)."""
-    from sqlalchemy.exc import OperationalError
-
-    try:
-        return next((r for r in store.runs(limit=20) if r["run_id"] == run_id), None)
-    except OperationalError:
-        print("error: the state database (ERZY_STATE_DATABASE_URL) is unreachable", file=sys.stderr)
-        return None
-
-
-def _error_text(error) -> str:
-    """The step's error message, plus its innermost cause when Dagster wrapped it."""
-    message, root = error.message.strip(), error
-    while getattr(root, "cause", None) is not None:
-        root = root.cause
-    cause = root.message.strip()
-    return message if root is error or cause in message else f"{message} — caused by: {cause}"
-
-
-def _print_summary(summaries: list[dict], dry_run: bool) -> None:
-    print()
-    _print_table(summaries, ("scope", "status", *SUMMARY_COLUMNS))
-    if dry_run:
-        planned = sum(s["planned"] for s in summaries)
-        eta = format_duration(
-            seconds_for_requests(planned, parse_rate_limits(env("ERZYCALL_RATE_LIMITS")))
-        )
-        print(
-            f"\nDRY RUN: nothing was sent. The plan needs {planned} requests, about {eta} "
-            f"at ERZYCALL_RATE_LIMITS={env('ERZYCALL_RATE_LIMITS')}."
-        )
+        return getattr(launch, name)
+    raise AttributeError(f"module 'erzy_pipelines.cli' has no attribute {name!r}")
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from erzy_pipelines.orchestration.launch import print_summary, run_sync
+
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
     started = time.monotonic()
     code, summaries = run_sync(
         groups, dry_run=args.dry_run, full_resync=args.full_resync, max_requests=args.max_requests
     )
     if summaries:
-        _print_summary(summaries, args.dry_run)
+        print_summary(summaries, args.dry_run)
         print(f"\nfinished in {time.monotonic() - started:.1f}s")
     return code
 
@@ -329,6 +128,8 @@ def _prepare_demo_env() -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from erzy_pipelines.orchestration.launch import print_summary, run_sync
+
     _prepare_demo_env()
     sandbox = _start_demo_sandbox()
     print(
@@ -340,7 +141,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         code, summaries = run_sync(dry_run=args.dry_run)
     finally:
         sandbox.stop()
-    _print_summary(summaries, args.dry_run)
+    print_summary(summaries, args.dry_run)
     requests = sum(s["requests"] for s in summaries)
     real = format_duration(seconds_for_requests(requests, DEFAULT_WINDOWS))
     print(

@@ -122,7 +122,7 @@ def test_an_unknown_ownership_mode_is_refused_naming_the_variable(harness, monke
     monkeypatch.setenv("ERZY_OWNERSHIP", "mine")
     monkeypatch.setenv("DAGSTER_HOME", str(harness.tmp_path / "home"))
     assert cli.main(["sync"]) == 2
-    assert "ERZY_OWNERSHIP='mine' is not one of: merge, replace" in capsys.readouterr().err
+    assert "ERZY_OWNERSHIP: 'mine' is not one of: merge, replace" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("mode", ["merge", "replace"])
