@@ -148,7 +148,7 @@ results = normalize_many(cols, items, env("ERZY_DEFAULT_REGION"), StopSignal())
 del items
 contacts, _, _ = dedupe([r for r in results if isinstance(r, Contact)])
 db = sqlite3.connect({str(sandbox_db)!r})
-from erzy_pipelines.sandbox.store import SCHEMA
+from erzy_pipelines.sandbox.contacts_db import SCHEMA
 db.executescript(SCHEMA)
 def body(c):
     p = to_payload(c)

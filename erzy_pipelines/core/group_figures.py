@@ -20,7 +20,7 @@ from erzy_pipelines.core.outcomes import SENT_OUTCOMES
 UNGROUPED_KEY = "_ungrouped"
 
 
-class Outcome(Protocol):
+class ResultLike(Protocol):
     """The parts of an operation's result the figures need."""
 
     phone: str
@@ -78,7 +78,7 @@ def group_figures(
     merges: Iterable[Merge],
     dedupe_rejects: Iterable[Reject],
     skipped: Iterable[Contact] = (),
-    results: Iterable[Outcome] = (),
+    results: Iterable[ResultLike] = (),
 ) -> dict[str, GroupFigures]:
     """The figures of each partition in ``partition_keys``; ``records`` are the run's CRM
     records, ``contacts`` the phones of its contacts. See the module docstring.

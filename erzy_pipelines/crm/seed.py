@@ -35,8 +35,7 @@ from .sample_people import (
     company_rows,
     people_batches,
 )
-from .sample_values import SampleValues
-from .schema import (
+from .sample_schema import (
     DEMO_TABLES,
     companies,
     crm_groups,
@@ -45,6 +44,7 @@ from .schema import (
     people,
     phone_numbers,
 )
+from .sample_values import SampleValues
 
 __all__ = [
     "BATCH_SIZE",
@@ -60,7 +60,7 @@ __all__ = [
     "crm_groups",
     "ensure_demo_crm",
     "group_memberships",
-    "main",
+    "seed_command",
     "metadata",
     "people",
     "phone_numbers",
@@ -189,9 +189,9 @@ def ensure_demo_crm(url: str, rows: int = 1000, seed: int = 0) -> SeedSummary:
     return seed_demo_crm(url, rows, seed, replace=True)
 
 
-def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
+def seed_command(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
     """``python -m erzy_pipelines.crm.seed``: write the demo CRM (SQLite file by default)."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(description=seed_command.__doc__)
     parser.add_argument("--url", default=DEFAULT_DEMO_CRM_URL, help="SQLAlchemy URL")
     parser.add_argument("--rows", type=int, default=1000, help="number of people")
     parser.add_argument("--seed", type=int, default=0)
@@ -208,4 +208,4 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(seed_command())

@@ -24,7 +24,7 @@ from .errors import (
     error_from_response,
 )
 from .logutil import mask_email, mask_emails, mask_phone, mask_phones, mask_pii
-from .models import Contact, ContactGroup, Page
+from .models import ContactGroup, Page, RemoteContact
 from .pagination import CursorPaginator
 from .ratelimit import InMemoryRateLimitStore, RateLimiter, RateLimitStore, wait_for_slot
 from .retry import RetryPolicy, call_with_retries
@@ -36,7 +36,7 @@ __all__ = [
     "DEFAULT_WINDOWS",
     "AuthenticationError",
     "ConflictError",
-    "Contact",
+    "RemoteContact",
     "ContactGroup",
     "CursorPaginator",
     "ErzyCallClient",

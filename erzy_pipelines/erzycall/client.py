@@ -23,7 +23,7 @@ from .errors import (
     error_from_response,
 )
 from .logutil import mask_pii
-from .models import Contact, ContactGroup, Page
+from .models import ContactGroup, Page, RemoteContact
 from .pagination import CursorPaginator
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy, call_with_retries
@@ -174,17 +174,17 @@ class ErzyCallClient:
 
     # -- contacts ------------------------------------------------------------------------------
 
-    def create_contact(self, payload: Mapping[str, Any], idempotency_key: str) -> Contact:
+    def create_contact(self, payload: Mapping[str, Any], idempotency_key: str) -> RemoteContact:
         """POST /contacts. 409 CONFLICT raises ConflictError (resolve by find_contact_by_phone)."""
         _check_body(payload)
         resp = self._request(
             "POST", "/contacts", body=payload, idempotency_key=_check_key(idempotency_key)
         )
-        return Contact.from_api(self._data(resp))
+        return RemoteContact.from_api(self._data(resp))
 
     def update_contact(
         self, contact_id: str, fields: Mapping[str, Any], idempotency_key: str
-    ) -> Contact:
+    ) -> RemoteContact:
         """PATCH only ``fields``; tags/groupIds/customFields replace the whole value."""
         _check_body(fields)
         if not fields:
@@ -195,7 +195,7 @@ class ErzyCallClient:
             body=fields,
             idempotency_key=_check_key(idempotency_key),
         )
-        return Contact.from_api(self._data(resp))
+        return RemoteContact.from_api(self._data(resp))
 
     def delete_contact(self, contact_id: str, idempotency_key: str) -> None:
         """DELETE; a 404 that follows a lost response counts as deleted."""
@@ -206,9 +206,9 @@ class ErzyCallClient:
             tolerate_404_after_lost_response=True,
         )
 
-    def get_contact(self, contact_id: str) -> Contact:
+    def get_contact(self, contact_id: str) -> RemoteContact:
         resp = self._request("GET", f"/contacts/{_check_id(contact_id)}")
-        return Contact.from_api(self._data(resp))
+        return RemoteContact.from_api(self._data(resp))
 
     def list_contact_pages(
         self,
@@ -216,7 +216,7 @@ class ErzyCallClient:
         search: str | None = None,
         group_id: str | None = None,
         tags: str | Sequence[str] | None = None,
-    ) -> Iterator[Page[Contact]]:
+    ) -> Iterator[Page[RemoteContact]]:
         """Pages of GET /contacts, filters fixed for the whole scan (one request per page)."""
         return self._contact_paginator(limit, search, group_id, tags).pages()
 
@@ -226,7 +226,7 @@ class ErzyCallClient:
         search: str | None = None,
         group_id: str | None = None,
         tags: str | Sequence[str] | None = None,
-    ) -> Iterator[Contact]:
+    ) -> Iterator[RemoteContact]:
         """Every matching contact once (deduplicated by id); lazily, page by page."""
         return self._contact_paginator(limit, search, group_id, tags).items()
 
@@ -236,20 +236,20 @@ class ErzyCallClient:
         search: str | None,
         group_id: str | None,
         tags: str | Sequence[str] | None,
-    ) -> CursorPaginator[Contact]:
+    ) -> CursorPaginator[RemoteContact]:
         if not 1 <= limit <= 100:
             raise ValueError("limit must be 1..100")
         if tags is not None and not isinstance(tags, str):
             tags = ",".join(tags)
         params = {"limit": limit, "search": search, "groupId": group_id, "tags": tags or None}
 
-        def fetch(p: dict[str, Any]) -> Page[Contact]:
+        def fetch(p: dict[str, Any]) -> Page[RemoteContact]:
             return Page.from_api(self._request("GET", "/contacts", params=p).body,
-                                 Contact.from_api)
+                                 RemoteContact.from_api)
 
         return CursorPaginator(fetch, params, key=lambda c: c.id)
 
-    def search_contacts(self, q: str, limit: int = 10) -> list[Contact]:
+    def search_contacts(self, q: str, limit: int = 10) -> list[RemoteContact]:
         """GET /contacts/search (name or phone, not paginated)."""
         if len(q.strip()) < 2:
             raise ValueError("search query needs at least 2 characters")
@@ -259,9 +259,9 @@ class ErzyCallClient:
         data = self._data(resp)
         if not isinstance(data, list):
             raise UnexpectedResponseError("search response 'data' is not an array")
-        return [Contact.from_api(item) for item in data]
+        return [RemoteContact.from_api(item) for item in data]
 
-    def find_contact_by_phone(self, e164: str) -> Contact | None:
+    def find_contact_by_phone(self, e164: str) -> RemoteContact | None:
         """The contact whose phone is exactly ``e164``, or None.
 
         ``search`` matches substrings, so every candidate is checked for equality and the scan

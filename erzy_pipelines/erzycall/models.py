@@ -31,7 +31,7 @@ def _str_tuple(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Contact:
+class RemoteContact:
     """A contact as the API returned it. ``custom_fields`` is excluded from hashing."""
 
     id: str
@@ -46,7 +46,7 @@ class Contact:
     created_at: str | None = None
 
     @classmethod
-    def from_api(cls, data: Any) -> Contact:
+    def from_api(cls, data: Any) -> RemoteContact:
         if not isinstance(data, Mapping):
             raise UnexpectedResponseError("contact is not a JSON object")
         custom = data.get("customFields")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from erzy_pipelines.orchestration.factory import build_resources as factory_resources
-from erzy_pipelines.orchestration.factory import build_sync
+from erzy_pipelines.orchestration.factory import build_sync, resources_for
 from erzy_pipelines.settings import ConfigError, SettingError, env_sync_config
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
     """The environment-variable sync's resources. Secrets stay ``EnvVar`` references."""
-    return factory_resources(env_sync_config())
+    return resources_for(env_sync_config())
 
 
 def build_definitions() -> dg.Definitions:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 
-from erzy_pipelines.orchestration.assets.plan import build_plan_job
+from erzy_pipelines.orchestration.assets.dry_run import build_plan_job
 from erzy_pipelines.orchestration.assets.sync import build_sync_asset
 from erzy_pipelines.orchestration.names import SyncNames
 from erzy_pipelines.orchestration.resources import (
@@ -44,7 +44,7 @@ def validate(config: SyncConfig, source: Source = "python") -> None:
             )
 
 
-def build_resources(config: SyncConfig) -> dict[str, dg.ConfigurableResource]:
+def resources_for(config: SyncConfig) -> dict[str, dg.ConfigurableResource]:
     """The sync's four resources, under its names; secrets stay ``EnvVar`` references."""
     names = SyncNames(config.name)
     return {
@@ -95,5 +95,5 @@ def build_sync(config: SyncConfig, source: Source = "python") -> dg.Definitions:
             ),
         ],
         sensors=[build_groups_sensor(names)],
-        resources=build_resources(config),
+        resources=resources_for(config),
     )

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .errors import not_found, validation_error
+from .api_errors import not_found, validation_error
+from .contacts_db import ContactStore
 from .faults import Faults
 from .messages import Request, Response, parse_json
-from .store import ContactStore
 
 ADMIN_PREFIX = "/_sandbox"
 

@@ -21,14 +21,14 @@ from dataclasses import replace
 from typing import Any
 
 from .admin import ADMIN_PREFIX, admin_response
+from .api_errors import ApiError, not_found
 from .config import SCOPES, KeySpec, SandboxConfig, key_hash
-from .errors import ApiError, not_found
+from .contacts_db import ContactStore, PhoneTaken
 from .faults import FaultInjector, Faults
 from .idempotency import Idempotency
+from .limits import SlidingWindowLimiter
 from .messages import Request, RequestRecord, Response, error_response
-from .ratelimit import SlidingWindowLimiter
 from .routes import ApiRoutes
-from .store import ContactStore, PhoneTaken
 
 __all__ = [
     "ADMIN_PREFIX",

@@ -16,10 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from .api_errors import ApiError, validation_error
 from .config import SandboxConfig
-from .errors import ApiError, validation_error
+from .contacts_db import ContactStore
 from .messages import Request, Response
-from .store import ContactStore
 
 IDEMPOTENCY_KEY_MAX = 255
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ApiError, validation_error
+from .api_errors import ApiError, validation_error
 
 
 @dataclass

@@ -25,7 +25,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from .errors import ApiError, not_found, validation_error
+from .api_errors import ApiError, not_found, validation_error
+from .contacts_db import ContactStore, PhoneTaken
 from .idempotency import Idempotency
 from .messages import (
     Request,
@@ -36,7 +37,6 @@ from .messages import (
     encode_cursor,
     parse_json,
 )
-from .store import ContactStore, PhoneTaken
 from .validation import CONTACT_ID_RE, check_contact_id, int_param, validate_contact
 
 Handler = Callable[..., Response]

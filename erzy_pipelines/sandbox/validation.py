@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import ApiError, validation_error
+from .api_errors import ApiError, validation_error
 
 E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

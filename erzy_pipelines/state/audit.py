@@ -10,7 +10,14 @@ from sqlalchemy.engine import Connection
 
 from erzy_pipelines.core.outcomes import Outcome
 from erzy_pipelines.state.base import StoreBase
-from erzy_pipelines.state.database import _WRITE_ROWS, chunks, dumps, insert_many, truncate, utcnow
+from erzy_pipelines.state.database import (
+    _WRITE_ROWS,
+    chunks,
+    clip_message,
+    dumps,
+    insert_many,
+    utcnow,
+)
 from erzy_pipelines.state.schema import AUDIT_FIELDS, sync_audit
 
 _AUDIT_FIELD_SET = frozenset(AUDIT_FIELDS)
@@ -53,7 +60,7 @@ class AuditStore(StoreBase):
         for row in rows:
             values = list(row)
             if values[_I_MESSAGE] is not None:
-                values[_I_MESSAGE] = truncate(values[_I_MESSAGE])
+                values[_I_MESSAGE] = clip_message(values[_I_MESSAGE])
             if values[_I_CREATED] is None:
                 values[_I_CREATED] = now
             for i, length in _AUDIT_LIMITS:  # a too-long raw value must not lose the row

@@ -16,7 +16,7 @@ from erzy_pipelines.state.database import chunks, dumps, insert_ignore, utcnow
 from erzy_pipelines.state.schema import contact_state
 
 
-class ContactStore(StoreBase):
+class ContactStateStore(StoreBase):
     """Reading and settling contact state: what ErzyCall holds per phone, as last confirmed."""
 
     def load_states(self, phones: Iterable[str] | None = None) -> dict[str, ContactState]:

@@ -222,7 +222,7 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def truncate(message: str | None, limit: int = ERROR_MESSAGE_MAX) -> str | None:
+def clip_message(message: str | None, limit: int = ERROR_MESSAGE_MAX) -> str | None:
     if message is None:
         return None
     message = str(message)

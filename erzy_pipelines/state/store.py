@@ -11,13 +11,13 @@ failing.
 from __future__ import annotations
 
 from erzy_pipelines.state.audit import AuditStore
-from erzy_pipelines.state.contacts import ContactStore
+from erzy_pipelines.state.contacts import ContactStateStore
+from erzy_pipelines.state.intents import IntentStore
 from erzy_pipelines.state.leases import LeaseStore
-from erzy_pipelines.state.outcomes import OutcomeStore
 from erzy_pipelines.state.runs import RunStore
 
 
-class StateStore(ContactStore, LeaseStore, OutcomeStore, AuditStore, RunStore):
+class StateStore(ContactStateStore, LeaseStore, IntentStore, AuditStore, RunStore):
     """What the sync last confirmed in one ErzyCall account per phone, plus the audit trail and
     the run log.
 

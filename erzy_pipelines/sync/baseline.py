@@ -26,7 +26,7 @@ from typing import Any
 from erzy_pipelines.core.normalize import Contact
 from erzy_pipelines.core.ownership import Ownership
 from erzy_pipelines.core.payload import payload_hash, to_payload
-from erzy_pipelines.erzycall.models import Contact as RemoteContact
+from erzy_pipelines.erzycall.models import RemoteContact
 from erzy_pipelines.sync.send import remote_payload
 
 

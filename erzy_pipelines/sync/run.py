@@ -28,7 +28,7 @@ from erzy_pipelines.core.payload import payload_hash, to_payload
 from erzy_pipelines.core.plan import ContactState, Operation, Plan, plan_operations
 from erzy_pipelines.core.removal import Removal, plan_removals
 from erzy_pipelines.erzycall.client import ErzyCallClient
-from erzy_pipelines.erzycall.models import Contact as RemoteContact
+from erzy_pipelines.erzycall.models import RemoteContact
 from erzy_pipelines.sync.accounts import Account
 from erzy_pipelines.sync.background_writer import BackgroundWriter
 from erzy_pipelines.sync.leases import DEFAULT_LEASE_SECONDS, LeaseKeeper

@@ -150,7 +150,7 @@ class WorkerPool:
                 proc.stdout.close()
 
 
-def main() -> None:
+def serve_normalizing() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the answers
@@ -167,4 +167,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    serve_normalizing()

@@ -101,11 +101,11 @@ def test_cli_default_writes_sqlite_file_under_data(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     lines: list[str] = []
-    assert seed_mod.main(["--rows", "20"], out=lines.append) == 0
+    assert seed_mod.seed_command(["--rows", "20"], out=lines.append) == 0
     assert (tmp_path / DEFAULT_DEMO_CRM_PATH).is_file()
     assert DEFAULT_DEMO_CRM_URL.endswith("data/demo_crm.sqlite")
     assert "20 people" in lines[0]
-    seed_mod.main(["--rows", "5", "--keep"], out=lines.append)
+    seed_mod.seed_command(["--rows", "5", "--keep"], out=lines.append)
     assert lines[1].startswith("kept existing") and "20 people" in lines[1]
 
 

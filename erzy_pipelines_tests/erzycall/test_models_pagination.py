@@ -8,20 +8,20 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from erzy_pipelines.erzycall import Contact, ContactGroup, Page, errors
+from erzy_pipelines.erzycall import ContactGroup, Page, RemoteContact, errors
 
 from ._fakes import FakeClock, Script, api_response, contact_json, make_client
 
 
 def test_contact_from_api_is_tolerant_and_typed():
-    c = Contact.from_api({
+    c = RemoteContact.from_api({
         "id": "contact_9", "title": "Ada", "phone": "+4930123456", "email": None,
         "tags": ["vip", 3], "groupIds": ["grp_vip"], "customFields": {"crm": "42"},
         "optedOut": True, "createdAt": "2025-01-01T00:00:00Z", "unknownNewField": 1,
     })
-    assert c == Contact("contact_9", "Ada", "+4930123456", None, None, ("vip",), ("grp_vip",),
+    assert c == RemoteContact("contact_9", "Ada", "+4930123456", None, None, ("vip",), ("grp_vip",),
                         {"crm": "42"}, True, "2025-01-01T00:00:00Z")
-    assert hash(c) == hash(Contact.from_api(c.as_payload() | {"id": "contact_9",
+    assert hash(c) == hash(RemoteContact.from_api(c.as_payload() | {"id": "contact_9",
                                                                "optedOut": True,
                                                                "createdAt": c.created_at}))
     with pytest.raises(AttributeError):
@@ -32,7 +32,7 @@ def test_contact_from_api_is_tolerant_and_typed():
 @pytest.mark.parametrize("bad", [None, [], {"title": "x"}, {"id": "contact_1"}])
 def test_contact_without_id_or_phone_is_an_unexpected_response(bad):
     with pytest.raises(errors.UnexpectedResponseError):
-        Contact.from_api(bad)
+        RemoteContact.from_api(bad)
 
 
 def test_group_and_page_parsing():

@@ -11,11 +11,11 @@ from sqlalchemy.engine import Connection
 
 from erzy_pipelines.core.plan import IN_DOUBT
 from erzy_pipelines.state.base import NOTHING_PENDING, StoreBase
-from erzy_pipelines.state.database import chunks, dumps, truncate
+from erzy_pipelines.state.database import chunks, clip_message, dumps
 from erzy_pipelines.state.schema import contact_state
 
 
-class OutcomeStore(StoreBase):
+class IntentStore(StoreBase):
     """What a write did: intents before a request, then success, failure, doubt or deferral."""
 
     def begin_intent(
@@ -88,7 +88,7 @@ class OutcomeStore(StoreBase):
         values: dict[str, Any] = {
             "last_outcome": outcome,
             "last_error_code": error_code,
-            "last_error_message": truncate(error_message),
+            "last_error_message": clip_message(error_message),
             "failure_count": contact_state.c.failure_count + 1,
             "deferred": 0,
         }
