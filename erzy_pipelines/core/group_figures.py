@@ -86,90 +86,109 @@ def group_figures(
     Built for a million records: partitions are computed once per distinct set of group keys,
     and only the few records named by rejects, merges and results are looked up by id.
     """
-    figures = {key: GroupFigures() for key in partition_keys}
-    wanted = figures.keys()
-    parts_cache: dict[tuple[str, ...], frozenset[str]] = {}
-
-    def parts(keys: tuple[str, ...]) -> frozenset[str]:
-        found = parts_cache.get(keys)
-        if found is None:
-            found = parts_cache[keys] = frozenset(record_partitions(keys) & wanted)
-        return found
-
-    def spread(value: tuple[str, ...] | frozenset[str]) -> frozenset[str]:
-        """The partitions of an ``of_phone`` value (group keys, or partitions already)."""
-        return parts(value) if isinstance(value, tuple) else value
-
     rejects, merges, dedupe_rejects = list(rejects), list(merges), list(dedupe_rejects)
-    skipped, results = list(skipped), list(results)
-    contact_phones = set(contacts)
-    # A contact's group keys (one record, the common case) or partitions (merged records).
-    of_phone: dict[str, tuple[str, ...] | frozenset[str]] = {}
-    for record in records:
-        phone = record.phone
-        if phone is not None and phone in contact_phones:
-            before = of_phone.get(phone)
-            if before is None:
-                of_phone[phone] = record.group_keys
-            elif before != record.group_keys:
-                of_phone[phone] = spread(before) | parts(record.group_keys)
-    for keys, n in Counter(r.group_keys for r in records).items():
-        for key in parts(keys):
-            figures[key].crm_records += n
-    for keys, n in Counter(r.group_keys for r in records if r.phone is not None).items():
-        for key in parts(keys):
-            figures[key].accepted += n
-    for value, n in Counter(of_phone.values()).items():
-        for key in spread(value):
-            figures[key].contacts += n
+    results = list(results)
+    tally = _Tally(partition_keys, records, set(contacts))
     named = {r.crm_id for r in rejects} | {m.merged_crm_id for m in merges}
     named |= {r.crm_id for r in dedupe_rejects}
-    named |= {str(c) for res in results if res.phone not in of_phone for c in res.crm_ids}
-    of_record = {str(r.crm_id): parts(r.group_keys) for r in records if r.crm_id in named}
+    named |= {str(c) for res in results if res.phone not in tally.of_phone for c in res.crm_ids}
+    tally.index_records(records, named)
+    for reject in rejects:
+        tally.add_to_records([reject.crm_id], "rejected", reason=reject.reason)
+    for merge in merges:
+        tally.add_to_records([merge.merged_crm_id], "merged")
+    for reject in dedupe_rejects:
+        tally.add_to_records([reject.crm_id], "rejected_after_merge")
+    for contact in skipped:
+        for key in tally.partitions_of_phone(contact.phone):
+            tally.figures[key].skipped += 1
+            tally.figures[key].audit_rows += 1
+    tally.add_results(results)
+    return tally.figures
 
-    def partitions_of_phone(phone: str) -> frozenset[str]:
-        value = of_phone.get(phone)
-        return frozenset() if value is None else spread(value)
 
-    def parts_of(crm_ids: Iterable[str | None]) -> set[str]:
-        found: set[str] = set()
-        for crm_id in crm_ids:
-            found |= of_record.get(str(crm_id), frozenset())
+class _Tally:
+    """The figures being counted, and how a record, a phone or a set of group keys maps to
+    the wanted partitions (cached: a million records have few distinct sets of groups)."""
+
+    def __init__(
+        self, partition_keys: Sequence[str], records: Sequence[RecordLike], contacts: set[str]
+    ) -> None:
+        self.figures = {key: GroupFigures() for key in partition_keys}
+        self._parts: dict[tuple[str, ...], frozenset[str]] = {}
+        self.of_record: dict[str, frozenset[str]] = {}
+        # A contact's group keys (one record, the common case) or partitions (merged records).
+        self.of_phone: dict[str, tuple[str, ...] | frozenset[str]] = {}
+        for record in records:
+            phone = record.phone
+            if phone is not None and phone in contacts:
+                before = self.of_phone.get(phone)
+                if before is None:
+                    self.of_phone[phone] = record.group_keys
+                elif before != record.group_keys:
+                    self.of_phone[phone] = self.spread(before) | self.parts(record.group_keys)
+        for keys, n in Counter(r.group_keys for r in records).items():
+            for key in self.parts(keys):
+                self.figures[key].crm_records += n
+        for keys, n in Counter(r.group_keys for r in records if r.phone is not None).items():
+            for key in self.parts(keys):
+                self.figures[key].accepted += n
+        for value, n in Counter(self.of_phone.values()).items():
+            for key in self.spread(value):
+                self.figures[key].contacts += n
+
+    def parts(self, keys: tuple[str, ...]) -> frozenset[str]:
+        found = self._parts.get(keys)
+        if found is None:
+            found = self._parts[keys] = frozenset(record_partitions(keys) & self.figures.keys())
         return found
 
-    for reject in rejects:
-        for key in parts_of([reject.crm_id]):
-            figures[key].rejected += 1
-            figures[key].rejects_by_reason[reject.reason] += 1
-            figures[key].audit_rows += 1
-    for merge in merges:
-        for key in parts_of([merge.merged_crm_id]):
-            figures[key].merged += 1
-            figures[key].audit_rows += 1
-    for reject in dedupe_rejects:
-        for key in parts_of([reject.crm_id]):
-            figures[key].rejected_after_merge += 1
-            figures[key].audit_rows += 1
-    for contact in skipped:
-        for key in partitions_of_phone(contact.phone):
-            figures[key].skipped += 1
-            figures[key].audit_rows += 1
-    # A million results are tallied by (the contact's groups, outcome) first: few distinct.
-    tally: Counter[tuple[Any, str]] = Counter()
-    attempts: Counter[Any] = Counter()
-    for result in results:
-        value = of_phone.get(result.phone)
-        if value is None or not spread(value):
-            value = frozenset(parts_of(result.crm_ids))
-        tally[value, result.outcome] += 1
-        attempts[value] += result.attempts
-    for (value, outcome), n in tally.items():
-        for key in spread(value):
-            group = figures[key]
-            group.changed += n
-            group.outcomes[outcome] += n
-            group.audit_rows += n
-    for value, n in attempts.items():
-        for key in spread(value):
-            figures[key].requests += n
-    return figures
+    def spread(self, value: tuple[str, ...] | frozenset[str]) -> frozenset[str]:
+        """The partitions of an ``of_phone`` value (group keys, or partitions already)."""
+        return self.parts(value) if isinstance(value, tuple) else value
+
+    def index_records(self, records: Sequence[RecordLike], named: set[Any]) -> None:
+        """Remember the partitions of the records ``named`` by id (rejects, merges, results)."""
+        self.of_record = {
+            str(r.crm_id): self.parts(r.group_keys) for r in records if r.crm_id in named
+        }
+
+    def partitions_of_phone(self, phone: str) -> frozenset[str]:
+        value = self.of_phone.get(phone)
+        return frozenset() if value is None else self.spread(value)
+
+    def parts_of(self, crm_ids: Iterable[str | None]) -> set[str]:
+        found: set[str] = set()
+        for crm_id in crm_ids:
+            found |= self.of_record.get(str(crm_id), frozenset())
+        return found
+
+    def add_to_records(self, crm_ids: list[str | None], figure: str, reason: str = "") -> None:
+        """One audit row about a CRM record: ``figure`` + 1 in each of its partitions."""
+        for key in self.parts_of(crm_ids):
+            group = self.figures[key]
+            setattr(group, figure, getattr(group, figure) + 1)
+            if reason:
+                group.rejects_by_reason[reason] += 1
+            group.audit_rows += 1
+
+    def add_results(self, results: list[ResultLike]) -> None:
+        """A million results are tallied by (the contact's groups, outcome) first: few
+        distinct values, each then spread over its partitions."""
+        outcomes: Counter[tuple[Any, str]] = Counter()
+        attempts: Counter[Any] = Counter()
+        for result in results:
+            value = self.of_phone.get(result.phone)
+            if value is None or not self.spread(value):
+                value = frozenset(self.parts_of(result.crm_ids))
+            outcomes[value, result.outcome] += 1
+            attempts[value] += result.attempts
+        for (value, outcome), n in outcomes.items():
+            for key in self.spread(value):
+                group = self.figures[key]
+                group.changed += n
+                group.outcomes[outcome] += n
+                group.audit_rows += n
+        for value, n in attempts.items():
+            for key in self.spread(value):
+                self.figures[key].requests += n

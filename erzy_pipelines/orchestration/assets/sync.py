@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from erzy_pipelines.core.budget import format_duration, seconds_for_requests
+from erzy_pipelines.core.budget import RateWindow, format_duration, seconds_for_requests
 from erzy_pipelines.core.dedupe import duplicate_phones
-from erzy_pipelines.core.group_figures import group_figures
+from erzy_pipelines.core.group_figures import GroupFigures, group_figures
 from erzy_pipelines.orchestration.assets import events
 from erzy_pipelines.orchestration.assets.events import CONTACTS, DEDUPED, NORMALIZED, SYNC_KEYS
 from erzy_pipelines.orchestration.assets.schemas import (
@@ -41,8 +41,8 @@ from erzy_pipelines.orchestration.assets.step import (
 from erzy_pipelines.orchestration.names import DEFAULT, SyncNames
 from erzy_pipelines.orchestration.partitions import partitions_def, run_partition_keys, scope_for
 from erzy_pipelines.orchestration.resources import SyncPolicyResource
-from erzy_pipelines.sync.prepare import Prepared
-from erzy_pipelines.sync.run import RunRequest, execute_run
+from erzy_pipelines.sync.prepare import Extracted, Prepared
+from erzy_pipelines.sync.run import RunRequest, RunSummary, execute_run
 from erzy_pipelines.sync.send import Budget
 from erzy_pipelines.sync.stop import SyncStopped
 
@@ -240,9 +240,7 @@ def _sync(
     keys = run_partition_keys(context)
     budget = _budget(config, policy)
     with sync_step(context) as stop, retried_on_infrastructure(context):
-        store, account = bind_account(
-            context, store, erzycall, state, stop, dry_run=False
-        )
+        store, account = bind_account(context, store, erzycall, state, stop, dry_run=False)
         extracted, prepared, scope = read_and_prepare(
             context,
             crm=crm,
@@ -252,19 +250,7 @@ def _sync(
             stop=stop,
             replan_all=config.full_resync,
         )
-        duplicated = duplicate_phones(prepared.contacts)
-        if duplicated:
-            figures = group_figures(keys, extracted.records, **prepared.parts())
-            yield from events.partition_events(
-                figures, extracted, windows=windows, keys=SYNC_KEYS[:3], names=names
-            )
-            yield reject_rate_check(prepared, policy.reject_rate_warn, names)
-            yield _duplicates_check(duplicated, names)
-            raise dg.Failure(
-                description=f"{len(duplicated)} phone(s) are held by two deduped contacts "
-                "(no_duplicate_phones failed); nothing was sent.",
-                allow_retries=False,
-            )
+        yield from _refuse_duplicates(keys, extracted, prepared, windows, policy, names)
 
         def progress(done: int, total: int, requests: int) -> None:
             if done % 100 == 0 or done == total:
@@ -292,64 +278,101 @@ def _sync(
             read_started=extracted.read_started.timestamp() if extracted.read_started else None,
         ))
         note_whole_read(store, context.run_id, scope, extracted, policy.max_deletion_share)
-        report = summary.report
-        complete = not (report.aborted or report.stopped)
         figures = group_figures(
             keys,
             extracted.records,
             **prepared.parts(),
             skipped=[op.contact for op in summary.plan.skipped],
-            results=report.results,
+            results=summary.report.results,
         )
-        # A run that could not finish sending reports what it did, but does not mark the
-        # ErzyCall side of its partitions as materialized: they show as failed.
-        yield from events.partition_events(
-            figures, extracted, windows=windows, keys=SYNC_KEYS[:3], names=names
+        totals = events.run_totals(
+            summary, scope.label, extracted, prepared, budget, windows, store, started
         )
-        yield from events.partition_events(
-            figures,
-            extracted,
-            windows=windows,
-            keys=SYNC_KEYS[3:],
-            observe=not complete,
-            names=names,
-        )
-        yield events.run_observation(
-            events.run_totals(
-                summary, scope.label, extracted, prepared, budget, windows, store, started
-            ),
-            windows,
-            names,
-        )
-        yield reject_rate_check(prepared, policy.reject_rate_warn, names)
-        yield _duplicates_check([], names)
-        yield _failed_check(summary.counts["failed"], names)
-        yield _removal_check(summary.report.removal_refused, summary.counts["deleted"], names)
-        if report.stopped:
-            raise SyncStopped(report.stopped)
-        if report.budget_frees_at is not None:
-            context.log.warning(budget_spent_message(report.budget_frees_at, summary.counts))
-        if report.misconfigured:
-            raise dg.Failure(
-                description=f"Sync stopped: {report.aborted}. Several contacts in a row answered "
-                "404: ERZYCALL_BASE_URL (or a proxy in front of it) or ERZYCALL_API_KEY probably "
-                "points somewhere else. Nothing was forgotten; what was not tried is deferred.",
-                allow_retries=False,
-            )
-        if report.api_unavailable:
-            raise dg.Failure(
-                description=f"Sync stopped: the ErzyCall API is unavailable ({report.aborted})."
-                " What was not tried is deferred and goes first next run. Check "
-                "ERZYCALL_BASE_URL and the API's status.",
-                allow_retries=False,
-            )
-        if report.aborted:
-            raise dg.Failure(
-                description=f"Sync stopped: the API refused the key ({report.aborted}). "
-                "Check ERZYCALL_API_KEY and its scopes (contacts:read, contacts:write).",
-                allow_retries=False,
-            )
+        yield from _report(figures, extracted, prepared, summary, totals, windows, policy, names)
+        _end(context, summary)
 
+
+def _refuse_duplicates(
+    keys: list[str],
+    extracted: Extracted,
+    prepared: Prepared,
+    windows: tuple[RateWindow, ...],
+    policy: SyncPolicyResource,
+    names: SyncNames,
+) -> Iterator[Event]:
+    """Two deduped contacts holding one phone would be two ErzyCall contacts for one number:
+    the run reports what it read, fails no_duplicate_phones, and sends nothing."""
+    duplicated = duplicate_phones(prepared.contacts)
+    if not duplicated:
+        return
+    figures = group_figures(keys, extracted.records, **prepared.parts())
+    yield from events.partition_events(
+        figures, extracted, windows=windows, keys=SYNC_KEYS[:3], names=names
+    )
+    yield reject_rate_check(prepared, policy.reject_rate_warn, names)
+    yield _duplicates_check(duplicated, names)
+    raise dg.Failure(
+        description=f"{len(duplicated)} phone(s) are held by two deduped contacts "
+        "(no_duplicate_phones failed); nothing was sent.",
+        allow_retries=False,
+    )
+
+
+def _report(
+    figures: dict[str, GroupFigures],
+    extracted: Extracted,
+    prepared: Prepared,
+    summary: RunSummary,
+    totals: events.RunTotals,
+    windows: tuple[RateWindow, ...],
+    policy: SyncPolicyResource,
+    names: SyncNames,
+) -> Iterator[Event]:
+    """The run's events and checks. A run that could not finish sending reports what it did,
+    but does not mark the ErzyCall side of its partitions as materialized: they show as failed."""
+    report = summary.report
+    complete = not (report.aborted or report.stopped)
+    yield from events.partition_events(
+        figures, extracted, windows=windows, keys=SYNC_KEYS[:3], names=names
+    )
+    yield from events.partition_events(
+        figures, extracted, windows=windows, keys=SYNC_KEYS[3:], observe=not complete, names=names
+    )
+    yield events.run_observation(totals, windows, names)
+    yield reject_rate_check(prepared, policy.reject_rate_warn, names)
+    yield _duplicates_check([], names)
+    yield _failed_check(summary.counts["failed"], names)
+    yield _removal_check(report.removal_refused, summary.counts["deleted"], names)
+
+
+def _end(context: dg.AssetExecutionContext, summary: RunSummary) -> None:
+    """Raise what ended the run early, saying what to check; warn when the key's budget is
+    spent. A run that finished returns."""
+    report = summary.report
+    if report.stopped:
+        raise SyncStopped(report.stopped)
+    if report.budget_frees_at is not None:
+        context.log.warning(budget_spent_message(report.budget_frees_at, summary.counts))
+    if report.misconfigured:
+        raise dg.Failure(
+            description=f"Sync stopped: {report.aborted}. Several contacts in a row answered "
+            "404: ERZYCALL_BASE_URL (or a proxy in front of it) or ERZYCALL_API_KEY probably "
+            "points somewhere else. Nothing was forgotten; what was not tried is deferred.",
+            allow_retries=False,
+        )
+    if report.api_unavailable:
+        raise dg.Failure(
+            description=f"Sync stopped: the ErzyCall API is unavailable ({report.aborted})."
+            " What was not tried is deferred and goes first next run. Check "
+            "ERZYCALL_BASE_URL and the API's status.",
+            allow_retries=False,
+        )
+    if report.aborted:
+        raise dg.Failure(
+            description=f"Sync stopped: the API refused the key ({report.aborted}). "
+            "Check ERZYCALL_API_KEY and its scopes (contacts:read, contacts:write).",
+            allow_retries=False,
+        )
 
 
 sync_contacts = build_sync_asset()
