@@ -24,7 +24,6 @@ from erzy_pipelines.crm.extract import (
     read_sql_file,
 )
 from erzy_pipelines.orchestration.dead_runs import reap_dead_runs
-from erzy_pipelines.orchestration.definitions import build_definitions
 from erzy_pipelines.orchestration.instance import ensure_dagster_home
 from erzy_pipelines.orchestration.partitions import (
     CRM_GROUPS_PARTITIONS_NAME,
@@ -67,6 +66,10 @@ def run_sync(
     whose process is gone are marked failed and their pool slots freed, so a killed sync never
     blocks this one.
     """
+    # Imported here: the module builds the environment sync when imported, which fills in every
+    # unset variable's default; a caller (the demo) sets its own defaults before calling this.
+    from erzy_pipelines.orchestration.definitions import build_definitions
+
     apply_env_defaults()
     if instance is None:
         ensure_dagster_home()

@@ -189,6 +189,9 @@ def test_demo_command_runs_twice_and_second_run_sends_nothing(tmp_path: Path):
     assert (
         second_counts["requests"] == "0" and second_counts["unchanged"] == first_counts["created"]
     )
+    # The demo keeps its own state database, never the one a real sync would use.
+    written = sorted(p.name for p in (tmp_path / "data").glob("*.sqlite"))
+    assert written == ["demo_crm.sqlite", "demo_sandbox.sqlite", "demo_state.sqlite"], written
     assert "at the real limits" in first.stdout
 
 
