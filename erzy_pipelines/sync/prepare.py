@@ -19,6 +19,10 @@ changed or vanished), but it does little with an unchanged record:
 4. Phones with several records are always deduped again (from stored contacts), so every run
    still audits its merges, exactly as a from-scratch run would.
 
+The parts live beside this module: ``record_scan.py`` (step 1's loop), ``selection.py`` (step 3)
+and ``records.py`` (what the pass hands on). Here stay what seeds the fingerprints, the streaming
+normalizer of step 2, and the pass itself, :func:`prepare_incremental`.
+
 ``erzy_pipelines_tests/sync/test_prepare.py`` checks, on randomized CRMs and edits, that this
 plans exactly what a from-scratch run plans.
 """
@@ -34,8 +38,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -43,22 +45,47 @@ from typing import Any
 import phonenumbers
 import phonenumbers.data
 
-from erzy_pipelines.core.crm_row import Membership, to_record
-from erzy_pipelines.core.dedupe import Merge, dedupe
-from erzy_pipelines.core.group_figures import UNGROUPED_KEY
+from erzy_pipelines.core.crm_row import Membership
+from erzy_pipelines.core.dedupe import dedupe
 from erzy_pipelines.core.normalize import Contact, Reject
 from erzy_pipelines.core.scope import SyncScope
 from erzy_pipelines.state.record_cache import Known, RecordCache
 from erzy_pipelines.sync.background_writer import BackgroundWriter
-from erzy_pipelines.sync.stop import StopSignal
-from erzy_pipelines.sync.workers import (
-    Encoded,
-    Item,
-    Result,
-    WorkerPool,
-    decode,
-    normalize_items,
+from erzy_pipelines.sync.record_scan import PREVIEW_ROWS, PREVIEW_SCAN_ROWS, Scan, scan_records
+from erzy_pipelines.sync.records import Extracted, Prepared, Record
+from erzy_pipelines.sync.selection import (
+    FP_MOD,
+    RunScope,
+    Selection,
+    StaleRecordCache,
+    contacts_of,
+    rejects_of,
+    select_records,
 )
+from erzy_pipelines.sync.stop import StopSignal
+from erzy_pipelines.sync.workers import Encoded, Item, Result, WorkerPool, decode, normalize_items
+
+# What other modules import from here (several now live in the sibling modules named above).
+__all__ = [
+    "CACHE_WRITE_ROWS",
+    "FP_MOD",
+    "PARALLEL_CHUNK_ROWS",
+    "PARALLEL_MIN_ROWS",
+    "PREVIEW_ROWS",
+    "PREVIEW_SCAN_ROWS",
+    "RULES_VERSION",
+    "Extracted",
+    "Prepared",
+    "Record",
+    "StaleRecordCache",
+    "StreamingNormalizer",
+    "fingerprinter",
+    "gc_paused",
+    "normalization_environment",
+    "normalize_many",
+    "prepare_incremental",
+    "scan",
+]
 
 RULES_VERSION = 1
 """Bump when a normalization rule changes: every stored record is then normalized again."""
@@ -68,12 +95,6 @@ PARALLEL_MIN_ROWS = 10_000
 costs more than it saves)."""
 PARALLEL_CHUNK_ROWS = 2_000
 CACHE_WRITE_ROWS = 20_000
-PREVIEW_ROWS = 10
-PREVIEW_SCAN_ROWS = 5_000
-"""Previews (up to ``PREVIEW_ROWS`` per group) are taken from the first rows read."""
-FP_MOD = 1 << 63
-"""Fingerprints are below 2**63, and so are sums of them taken modulo 2**63: every one fits a
-signed 64-bit column as it is."""
 
 
 @lru_cache(maxsize=4)
@@ -131,74 +152,6 @@ def fingerprinter(columns: Sequence[str], region: str) -> Callable[[Sequence[Any
     return fingerprint
 
 
-@dataclass(slots=True)
-class Record:
-    """One CRM record as a run holds it: small, so a million of them fit."""
-
-    crm_id: str | None
-    group_keys: tuple[str, ...]
-    fingerprint: int
-    phone: str | None = None  # E.164 when accepted; None when rejected (or not yet known)
-    result: Any = None  # this run's normalization of it, until the contacts are made
-
-
-@dataclass
-class Extracted:
-    """The CRM records one run covers (its groups' records and those sharing their phones)."""
-
-    records: list[Record]
-    columns: list[str]
-    preview: list[dict[str, Any]] = field(default_factory=list)  # a few rows per group
-    stranded: int = 0  # records included because they were last sent with a selected group
-    same_phone: int = 0  # records of other groups sharing a phone with a selected record
-    managed_groups: frozenset[str] = frozenset()  # every ErzyCall group id the mapping uses
-    normalized: int = 0  # records normalized this run (the others were unchanged)
-    vanished: int = 0  # records gone from the CRM since the last run
-    read_started: datetime | None = None  # when the run began reading the CRM (UTC)
-
-
-@dataclass
-class Prepared:
-    """What normalization and dedupe made of the run's records."""
-
-    rejects: list[Reject]
-    contacts: list[Contact]  # contacts to plan: one per phone whose records or state moved
-    merges: list[Merge]
-    dedupe_rejects: list[Reject] = field(default_factory=list)
-    settled: list[str] = field(default_factory=list)  # phones needing no work (any order)
-    # phone → the fingerprint of its records, for the contacts to plan (stored with each
-    # confirmed write, which makes the contact settled for the next run)
-    fingerprints: dict[str, int] = field(default_factory=dict)
-    accepted: int = 0  # records normalization accepted
-
-    @property
-    def all_rejects(self) -> list[Reject]:
-        return self.rejects + self.dedupe_rejects
-
-    @property
-    def contact_count(self) -> int:
-        return len(self.contacts) + len(self.settled)
-
-    def sync_inputs(self) -> dict[str, Any]:
-        """What ``sync_run.run_sync`` takes from the run's records, by keyword."""
-        return {
-            "contacts": self.contacts,
-            "rejects": self.all_rejects,
-            "merges": self.merges,
-            "settled": self.settled,
-            "fingerprints": self.fingerprints,
-        }
-
-    def parts(self) -> dict[str, Any]:
-        """The lists by name, as ``core.group_figures.group_figures`` takes them."""
-        return {
-            "rejects": self.rejects,
-            "contacts": [c.phone for c in self.contacts] + self.settled,
-            "merges": self.merges,
-            "dedupe_rejects": self.dedupe_rejects,
-        }
-
-
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """No cyclic garbage collection while a million small objects are built, and none of them
@@ -214,30 +167,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-class StaleRecordCache(RuntimeError):
-    """Another run rewrote a stored record while this one read it; the step is retried."""
-
-
-class _Scope:
-    def __init__(self, scope: SyncScope, extra: set[str]) -> None:
-        self.groups, self.ungrouped, self.extra = scope.groups, scope.include_ungrouped, extra
-
-    def __call__(self, crm_id: str | None, keys: tuple[str, ...]) -> bool:
-        if self.groups is None or crm_id in self.extra:
-            return True
-        return bool(self.groups.intersection(keys)) if keys else self.ungrouped
-
-
-@dataclass
-class _Scan:
-    records: list[Record]
-    changed: int  # records whose fingerprint was not the stored one
-    vanished: list[str]
-    columns: list[str]
-    preview: list[dict[str, Any]]
-    kept_rejects: dict[int, Reject]  # id(record) → its stored reject, for unchanged rejects
-
-
 def scan(
     batches: Iterable[tuple[list[str], Sequence[Sequence[Any]]]],
     memberships: Mapping[str, Sequence[Membership]],
@@ -246,67 +175,30 @@ def scan(
     region: str,
     in_scope: Callable[[str | None, tuple[str, ...]], bool],
     on_changed: Callable[[Record, list[str], Item], None],
-) -> _Scan:
-    """Fingerprint every record; hand each whose fingerprint is not the stored one to
-    ``on_changed`` with the query's columns and its raw item (row, crm_id, memberships).
-    ``known`` is consumed: what is left in it afterwards has vanished."""
-    records: list[Record] = []
-    changed = 0
-    kept_rejects: dict[int, Reject] = {}
-    preview: dict[str, list[dict[str, Any]]] = {}
-    keys_of: dict[Any, tuple[str, ...]] = {}  # memberships → sorted group keys (few distinct)
-    columns: list[str] = []
-    fingerprint: Callable[[Sequence[Any], Any], int] | None = None
-    i_crm = 0
-    for cols, rows in batches:
-        if fingerprint is None:
-            columns, i_crm = cols, cols.index("crm_id")
-            fingerprint = fingerprinter(cols, region)
-        for row in rows:
-            raw_id = row[i_crm]
-            crm_id = None if raw_id is None else (raw_id if type(raw_id) is str else str(raw_id))
-            member_of = memberships.get(crm_id, ()) if crm_id is not None else ()
-            keys = keys_of.get(member_of)
-            if keys is None:
-                keys = keys_of[member_of] = tuple(sorted({key for key, _ in member_of}))
-            record = Record(crm_id, keys, fingerprint(row, member_of))
-            records.append(record)
-            before = known.pop(crm_id, None) if crm_id is not None else None
-            is_new = (
-                before is None
-                or before[0] != record.fingerprint
-                or (before[1] is None and crm_id not in stored_rejects)
-            )
-            if not is_new:
-                record.phone = before[1]  # type: ignore[index]
-                if record.phone is None:
-                    kept_rejects[id(record)] = stored_rejects[crm_id]  # type: ignore[index]
-            wanted = None
-            if len(records) <= PREVIEW_SCAN_ROWS and in_scope(crm_id, keys):
-                slot_key = keys[0] if keys else UNGROUPED_KEY
-                slot = preview.get(slot_key)
-                if slot is None:
-                    slot = preview[slot_key] = []
-                if len(slot) < PREVIEW_ROWS:
-                    wanted = slot
-            if is_new:
-                changed += 1
-                on_changed(record, cols, (tuple(row), crm_id, member_of))
-            if wanted is not None:
-                wanted.append(to_record(cols, row, crm_id, member_of))
-    vanished = list(known)
-    rows_preview = [row for slot in preview.values() for row in slot]
-    return _Scan(records, changed, vanished, columns, rows_preview, kept_rejects)
+) -> Scan:
+    """Fingerprint every record (:func:`fingerprinter`, seeded with ``region``); hand each
+    whose fingerprint is not the stored one to ``on_changed`` with the query's columns and its
+    raw item (row, crm_id, memberships). ``known`` is consumed: what is left in it afterwards
+    has vanished. See :func:`erzy_pipelines.sync.record_scan.scan_records`."""
+    return scan_records(
+        batches,
+        memberships,
+        known,
+        stored_rejects,
+        lambda cols: fingerprinter(cols, region),
+        in_scope,
+        on_changed,
+    )
 
 
 class StreamingNormalizer:
     """Normalizes records as a scan finds them, results handed back in the order they came.
 
     Records are buffered until there are ``PARALLEL_MIN_ROWS`` of them; from then on they go in
-    chunks to worker processes (``normalize_workers``), with at most two chunks per worker in
+    chunks to worker processes (``sync/workers.py``), with at most two chunks per worker in
     flight, so only those chunks' raw rows are held at any moment. Fewer records are
     normalized here at :meth:`finish`. The result is the same either way: ``on_results`` gets
-    ``(tag, encoded)`` pairs (``normalize_workers.decode`` makes the contact or reject).
+    ``(tag, encoded)`` pairs (``workers.decode`` makes the contact or reject).
     """
 
     def __init__(
@@ -390,62 +282,20 @@ def normalize_many(
     return out
 
 
-def _clusters(records: Iterable[Record]) -> tuple[dict[str, int], set[str]]:
-    """phone → the sum of its records' fingerprints modulo 2**63 (order does not matter), and
-    the phones with several records."""
-    sums: dict[str, int] = {}
-    several: set[str] = set()
-    for record in records:
-        phone = record.phone
-        if phone is not None:
-            before = sums.get(phone)
-            if before is None:
-                sums[phone] = record.fingerprint
-            else:
-                sums[phone] = before + record.fingerprint
-                several.add(phone)
-    return {phone: fp if fp < FP_MOD else fp % FP_MOD for phone, fp in sums.items()}, several
-
-
-def _contacts_of(members: list[Record], cache: RecordCache) -> list[Contact]:
-    """The normalized contacts of these records: this run's, or those stored for them."""
-    stored = cache.contacts(
-        r.crm_id for r in members if r.result is None and r.crm_id is not None
-    )
-    contacts: list[Contact] = []
-    for r in members:
-        result = r.result
-        if isinstance(result, Contact):
-            contacts.append(result)
-            continue
-        fp, contact = stored.get(r.crm_id or "", (None, None))
-        if contact is None or fp != r.fingerprint:
-            # Replaced by a run that read the CRM at another moment (or unreadable): forget it,
-            # so the step's retry normalizes it again.
-            cache.save({}, [r.crm_id] if r.crm_id is not None else [])
-            raise StaleRecordCache(f"the stored form of CRM record {r.crm_id} changed meanwhile")
-        contacts.append(contact)
-    return contacts
-
-
-def prepare_incremental(
-    *,
+def _scan_and_normalize(
     batches: Iterable[tuple[list[str], Sequence[Sequence[Any]]]],
     memberships: Mapping[str, Sequence[Membership]],
-    scope: SyncScope,
-    extra: set[str],
     cache: RecordCache,
-    settled_lookup: Callable[[Iterable[str] | None], dict[str, int]],
+    loaded: tuple[dict[str, Known], Mapping[str, Reject]],
     region: str,
+    in_scope: RunScope,
     stop: StopSignal,
-    replan_all: bool = False,
-    workers: int | None = None,
-    log: Callable[[str], None] = lambda _: None,
-) -> tuple[Extracted, Prepared]:
-    """The run's records, normalized where they changed, and the contacts that need planning.
-    ``replan_all`` (a full resync) plans every contact of the scope, settled or not."""
-    known, stored_rejects = cache.load()
-    in_scope = _Scope(scope, extra)
+    workers: int | None,
+) -> Scan:
+    """Scan the records (``loaded``: what the record cache held), normalizing the changed ones
+    as the scan finds them and storing them in the cache on a background thread, in batches of
+    ``CACHE_WRITE_ROWS``; the vanished ones are forgotten with the last batch."""
+    known, stored_rejects = loaded
     shared: dict[Any, Any] = {}  # equal tuples of the decoded contacts, held once
 
     with BackgroundWriter("erzy-record-cache") as writer:
@@ -470,61 +320,75 @@ def prepare_incremental(
             )
             normalizer.finish()
         writer.submit(cache.save, to_store, found.vanished)
-    stop.check()
-    log(
-        f"{len(found.records)} CRM records: {found.changed} new or changed (normalized), "
-        f"{len(found.records) - found.changed} unchanged, {len(found.vanished)} gone"
-    )
+    return found
 
-    whole = scope.groups is None
-    selected = found.records if whole else [
-        r for r in found.records if in_scope(r.crm_id, r.group_keys)
-    ]
-    cluster_fp, several = _clusters(found.records)
-    phones = set(cluster_fp) if whole else {r.phone for r in selected if r.phone is not None}
-    if whole:
-        run_records = found.records
-    else:
-        chosen = {id(r) for r in selected}
-        run_records = [r for r in found.records if id(r) in chosen or r.phone in phones]
-    settled_fp = {} if replan_all else settled_lookup(None if whole else phones)
-    fingerprints = {  # of the phones whose contact is not settled
-        phone: cluster_fp[phone] for phone in phones if settled_fp.get(phone) != cluster_fp[phone]
-    }
-    dirty = fingerprints.keys()
-    redo = set(dirty) | (several & phones)
-    normalized = _contacts_of([r for r in run_records if r.phone in redo], cache)
-    contacts, merges, dedupe_rejects = dedupe(normalized)
-    rejected_phones = {r.phone for r in dedupe_rejects}
 
-    rejects: list[Reject] = []
-    for r in run_records:
-        if r.phone is None:
-            result = r.result
-            rejects.append(result if isinstance(result, Reject) else found.kept_rejects[id(r)])
-    for r in found.records:
-        r.result = None  # the contacts and rejects are in hand; the records stay small
-    extracted = Extracted(
-        records=run_records,
+def _extracted(
+    found: Scan,
+    chosen: Selection,
+    in_scope: RunScope,
+    memberships: Mapping[str, Sequence[Membership]],
+) -> Extracted:
+    """The run's records as the later steps see them, with the scan's figures."""
+    return Extracted(
+        records=chosen.run_records,
         columns=found.columns or ["crm_id", "title", "phone", "group_keys", "group_ids"],
         preview=found.preview,
-        stranded=0 if whole else sum(1 for r in selected if r.crm_id in extra),
-        same_phone=len(run_records) - len(selected),
+        stranded=0 if in_scope.whole else sum(
+            1 for r in chosen.selected if r.crm_id in in_scope.extra
+        ),
+        same_phone=len(chosen.run_records) - len(chosen.selected),
         managed_groups=frozenset(
             gid for groups in memberships.values() for _, gid in groups if gid
         ),
         normalized=found.changed,
         vanished=len(found.vanished),
     )
+
+
+def prepare_incremental(
+    *,
+    batches: Iterable[tuple[list[str], Sequence[Sequence[Any]]]],
+    memberships: Mapping[str, Sequence[Membership]],
+    scope: SyncScope,
+    extra: set[str],
+    cache: RecordCache,
+    settled_lookup: Callable[[Iterable[str] | None], dict[str, int]],
+    region: str,
+    stop: StopSignal,
+    replan_all: bool = False,
+    workers: int | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[Extracted, Prepared]:
+    """The run's records, normalized where they changed, and the contacts that need planning.
+    ``replan_all`` (a full resync) plans every contact of the scope, settled or not."""
+    loaded = cache.load()
+    in_scope = RunScope(scope, extra)
+    found = _scan_and_normalize(
+        batches, memberships, cache, loaded, region, in_scope, stop, workers
+    )
+    stop.check()
+    log(
+        f"{len(found.records)} CRM records: {found.changed} new or changed (normalized), "
+        f"{len(found.records) - found.changed} unchanged, {len(found.vanished)} gone"
+    )
+
+    chosen = select_records(found.records, in_scope, settled_lookup, replan_all)
+    dirty = chosen.fingerprints.keys()
+    normalized = contacts_of([r for r in chosen.run_records if r.phone in chosen.redo], cache)
+    contacts, merges, dedupe_rejects = dedupe(normalized)
+    rejected_phones = {r.phone for r in dedupe_rejects}
+    rejects = rejects_of(chosen.run_records, found.kept_rejects)
+    for r in found.records:
+        r.result = None  # the contacts and rejects are in hand; the records stay small
+    extracted = _extracted(found, chosen, in_scope, memberships)
     prepared = Prepared(
         rejects=rejects,
         contacts=[c for c in contacts if c.phone in dirty],
         merges=merges,
         dedupe_rejects=dedupe_rejects,
-        settled=list(phones - dirty - rejected_phones),
-        fingerprints=fingerprints,
-        accepted=sum(1 for r in run_records if r.phone is not None),
+        settled=list(chosen.phones - dirty - rejected_phones),
+        fingerprints=chosen.fingerprints,
+        accepted=sum(1 for r in chosen.run_records if r.phone is not None),
     )
     return extracted, prepared
-
-
