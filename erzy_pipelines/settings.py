@@ -31,7 +31,7 @@ import phonenumbers
 from erzy_pipelines.core.budget import DEFAULT_RATE_LIMITS, parse_rate_limits
 from erzy_pipelines.core.ownership import MODES
 from erzy_pipelines.demo import DEMO_API_KEY
-from erzy_pipelines.sync.leases import DEFAULT_LEASE_SECONDS
+from erzy_pipelines.sync.lease_keeper import DEFAULT_LEASE_SECONDS
 from erzy_pipelines.sync.run import DELETED_IN_ERZYCALL_MODES
 
 PACKAGE_DIR = Path(__file__).resolve().parent

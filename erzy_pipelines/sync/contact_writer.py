@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from erzy_pipelines.core.outcomes import Outcome
 from erzy_pipelines.core.ownership import Ownership
 from erzy_pipelines.core.payload import create_body, idempotency_key, payload_hash, scoped_key
 from erzy_pipelines.core.plan import Action, Operation
@@ -51,7 +52,9 @@ class ContactWriter:
     def _key(self, action: str, phone: str, seq: int, body_hash: str) -> str:
         return scoped_key(idempotency_key(action, phone, seq, body_hash), self.store.account)
 
-    def create(self, op: Operation, result: OperationResult, outcome: str = "created") -> None:
+    def create(
+        self, op: Operation, result: OperationResult, outcome: str = Outcome.CREATED
+    ) -> None:
         try:
             remote = self.client.create_contact(create_body(op.payload), op.idempotency_key)
         except errors.ConflictError:
@@ -72,7 +75,7 @@ class ContactWriter:
                 raise
             result.http_status = 404
         self.store.record_deleted(op.contact.phone, self.run_id)
-        result.outcome = "deleted"
+        result.outcome = Outcome.DELETED
 
     def _adopt(self, op: Operation, result: OperationResult) -> None:
         existing = self.client.find_contact_by_phone(op.contact.phone)
@@ -89,7 +92,7 @@ class ContactWriter:
             # the same key must never carry two different bodies.
             key = self._key("adopt", op.contact.phone, op.intent_seq, payload_hash(diff))
             self.client.update_contact(existing.id, diff, key)
-        self._succeeded(op, result, existing.id, created=False, outcome="adopted")
+        self._succeeded(op, result, existing.id, created=False, outcome=Outcome.ADOPTED)
 
     def update(self, op: Operation, result: OperationResult) -> None:
         assert op.remote_id is not None
@@ -114,10 +117,10 @@ class ContactWriter:
             result.not_found = True
             key = self._key("recreate", phone, op.intent_seq, op.payload_hash)
             recreate = replace(op, action=Action.CREATE, idempotency_key=key)
-            self.create(recreate, result, outcome="recreated")
+            self.create(recreate, result, outcome=Outcome.RECREATED)
             return
         result.http_status = 200 if body else None
-        self._succeeded(op, result, op.remote_id, created=False, outcome="updated")
+        self._succeeded(op, result, op.remote_id, created=False, outcome=Outcome.UPDATED)
 
     def _succeeded(
         self, op: Operation, result: OperationResult, remote_id: str, *, created: bool, outcome: str

@@ -14,21 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from erzy_pipelines.core.outcomes import Outcome
 from erzy_pipelines.core.plan import Operation, Plan
 from erzy_pipelines.state import AUDIT_FIELDS
-
-#: Outcomes an operation can end in; the audit's ``outcome`` column uses exactly these.
-OUTCOMES = (
-    "created",
-    "updated",
-    "adopted",
-    "recreated",
-    "deleted",
-    "unchanged",
-    "deferred",
-    "failed",
-    "planned",
-)
 
 
 @dataclass(frozen=True)
@@ -74,7 +62,8 @@ class OperationResult:
     def audit_values(self, run_id: str, partition_key: str) -> tuple[Any, ...]:
         """This result as an audit row: ``StateStore.AUDIT_FIELDS`` order, created now."""
         return (
-            run_id, partition_key, ",".join(self.crm_ids), self.phone, self.action, self.outcome,
+            run_id, partition_key, ",".join(self.crm_ids), self.phone, str(self.action),
+            str(self.outcome),
             self.http_status, self.error_code, self.error_message, self.attempts, self.remote_id,
             self.payload_hash, None,
         )
@@ -113,14 +102,14 @@ ProgressCallback = Callable[[int, int, int], None]
 
 def deferred(ops: Iterable[Operation], reason: str) -> list[OperationResult]:
     """Results for operations not tried this run; ``reason`` goes in the audit's error code."""
-    return [OperationResult.of(op, "deferred", error_code=reason) for op in ops]
+    return [OperationResult.of(op, Outcome.DEFERRED, error_code=reason) for op in ops]
 
 
 def done_by_another_run(op: Operation) -> OperationResult:
     """The result of an operation that, checked under the lease, had nothing left to send."""
-    return OperationResult.of(op, "unchanged", error_code="done_by_another_run")
+    return OperationResult.of(op, Outcome.UNCHANGED, error_code="done_by_another_run")
 
 
 def planned_results(plan: Plan) -> list[OperationResult]:
     """Audit rows for a dry run: every operation the plan would send, nothing sent."""
-    return [OperationResult.of(op, "planned", attempts=op.requests) for op in plan.operations]
+    return [OperationResult.of(op, Outcome.PLANNED, attempts=op.requests) for op in plan.operations]

@@ -31,7 +31,7 @@ from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.erzycall.models import RemoteContact
 from erzy_pipelines.sync.accounts import Account
 from erzy_pipelines.sync.background_writer import BackgroundWriter
-from erzy_pipelines.sync.leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
+from erzy_pipelines.sync.lease_keeper import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from erzy_pipelines.sync.prepare import gc_paused
 from erzy_pipelines.sync.send import (
     Budget,
@@ -212,7 +212,8 @@ class RunRequest:
     ``store`` is bound to the run's ErzyCall account (``sync/accounts.py``); ``account`` says how it
     was recognized (its probe requests count in the run's total). ``client_factory(sleep)``
     builds the client; every wait it makes goes through ``sleep``, which keeps the run's contact
-    lease alive (``sync/leases.py``). A dry run never builds a client, so it cannot send anything.
+    lease alive (``lease_keeper.py``). A dry run never builds a client, so it cannot send
+    anything.
 
     ``reconcile`` first lists ErzyCall (⌈N/100⌉ requests) and plans against what is really there
     instead of the stored hashes. ``read_started`` (epoch seconds): when the run began reading

@@ -5,7 +5,8 @@ store bound to the run's account. The order of steps for each operation is what 
 retries and concurrent runs safe:
 
 1. claim the phone in the state database (a short lease, renewed while the run waits and
-   confirmed before every request — see ``leases.py``; a phone held by another run is deferred);
+   confirmed before every request — see ``lease_keeper.py``; a phone held by another run is
+   deferred);
 2. commit the intent (sequence number, payload hash, idempotency key) *before* the request, so a
    crash after the request leaves a pending intent that the next run retries with the same key;
 3. send; the client retries transient failures with the same key;
@@ -46,6 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from erzy_pipelines.core.outcomes import Outcome
 from erzy_pipelines.core.ownership import REPLACE, Ownership
 from erzy_pipelines.core.payload import scoped_key
 from erzy_pipelines.core.plan import Action, Operation, Plan
@@ -54,9 +56,8 @@ from erzy_pipelines.erzycall.client import ErzyCallClient
 from erzy_pipelines.state import LeaseLost
 from erzy_pipelines.sync.contact_writer import ContactWriter, remote_payload
 from erzy_pipelines.sync.lease_check import checked_under_lease as _checked_under_lease
-from erzy_pipelines.sync.leases import LeaseKeeper
+from erzy_pipelines.sync.lease_keeper import LeaseKeeper
 from erzy_pipelines.sync.report import (
-    OUTCOMES,
     Budget,
     OperationResult,
     ProgressCallback,
@@ -71,7 +72,6 @@ from erzy_pipelines.sync.stop import StopSignal, SyncStopped
 # What other modules import from here (most now live in ``report.py`` and ``contact_writer.py``).
 __all__ = [
     "NOT_FOUND_AFTER",
-    "OUTCOMES",
     "UNAVAILABLE_AFTER",
     "Budget",
     "BudgetSpent",
@@ -121,13 +121,13 @@ class _Executor:
         phone = op.contact.phone
         # Keys go out unique to this state's account (``core/payload.py``, ``scoped_key``).
         op = replace(op, idempotency_key=scoped_key(op.idempotency_key, self.store.account))
-        result = OperationResult.of(op, "failed")
+        result = OperationResult.of(op, Outcome.FAILED)
         try:
             self.store.begin_intent(
                 phone, self.run_id, op.intent_seq, op.payload_hash, op.idempotency_key
             )
         except LeaseLost:
-            result.outcome, result.error_code = "deferred", "claimed_by_another_run"
+            result.outcome, result.error_code = Outcome.DEFERRED, "claimed_by_another_run"
             return result
         before = self.client.requests_sent
         try:
@@ -167,7 +167,7 @@ class _Executor:
         permanent: bool,
         new_intent: bool = False,
     ) -> None:
-        result.outcome = "failed"
+        result.outcome = Outcome.FAILED
         result.http_status = exc.status
         result.error_code = exc.code or type(exc).__name__
         result.error_message = str(exc)
@@ -175,7 +175,7 @@ class _Executor:
             self.store.record_failure(
                 op.contact.phone,
                 self.run_id,
-                outcome="failed",
+                outcome=Outcome.FAILED,
                 error_code=result.error_code,
                 error_message=result.error_message,
                 payload_hash=op.payload_hash,
@@ -192,7 +192,7 @@ class _Executor:
         its effect is unknown to the state: leave the contact in doubt for the next plan."""
         if sent:
             self.store.mark_in_doubt(op.contact.phone, self.run_id, op.idempotency_key)
-        result.outcome, result.error_code = "deferred", "lease_lost"
+        result.outcome, result.error_code = Outcome.DEFERRED, "lease_lost"
         result.error_message = f"{exc}; the contact is planned again next run"
 
 
@@ -270,7 +270,7 @@ class _PlanRun:
         (``run_aborted``), committed at once, before the contact's lease is released."""
         failed = OperationResult.of(
             op,
-            "failed",
+            Outcome.FAILED,
             http_status=exc.status,
             error_code=exc.code,
             error_message=str(exc),

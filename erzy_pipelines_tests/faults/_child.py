@@ -40,7 +40,7 @@ def _install_barrier(spec: str) -> None:
 def _break_leases() -> None:
     from erzy_pipelines.state import StateStore
     from erzy_pipelines.sync import send as upsert
-    from erzy_pipelines.sync.leases import LeaseKeeper
+    from erzy_pipelines.sync.lease_keeper import LeaseKeeper
 
     def unfenced(self, phone, run_id, values):  # type: ignore[no-untyped-def]
         """A contact write with no lease condition at all."""
@@ -55,7 +55,7 @@ def _break_leases() -> None:
 
 def _break_renewal() -> None:
     """Leases are taken but never renewed nor confirmed before a send (the fences stay)."""
-    from erzy_pipelines.sync.leases import LeaseKeeper
+    from erzy_pipelines.sync.lease_keeper import LeaseKeeper
 
     LeaseKeeper.hold = lambda self, phone: None  # type: ignore[method-assign]
 

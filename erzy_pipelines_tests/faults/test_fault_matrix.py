@@ -66,7 +66,7 @@ from erzy_pipelines.sandbox import DEMO_API_KEY
 from erzy_pipelines.state import AUDIT_FIELDS, StateStore
 from erzy_pipelines.state import schema as state_module
 from erzy_pipelines.sync import send as upsert
-from erzy_pipelines.sync.leases import LeaseKeeper
+from erzy_pipelines.sync.lease_keeper import LeaseKeeper
 from erzy_pipelines_tests.conftest import PG_ADMIN_URL
 from erzy_pipelines_tests.faults import report
 from erzy_pipelines_tests.faults.conftest import FAST_RETRY

@@ -450,7 +450,7 @@ def test_a_lease_is_confirmed_for_the_contact_being_sent_not_for_any_the_run_hol
     """Run A holds X's lease; Y's lease expired and run B took it. Confirming before sending Y
     must fail for A, although A still holds *a* lease (X's)."""
     from erzy_pipelines.state import LeaseLost
-    from erzy_pipelines.sync.leases import LeaseKeeper
+    from erzy_pipelines.sync.lease_keeper import LeaseKeeper
 
     store = StateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
     x, y = "+14155551001", "+14155551002"
