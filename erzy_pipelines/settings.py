@@ -326,7 +326,8 @@ def _problem(name: str, opt: Option, value: Any) -> str | None:
     too_low = (opt.ge is not None and value < opt.ge) or (opt.gt is not None and value <= opt.gt)
     too_high = opt.le is not None and value > opt.le
     if too_low or too_high:
-        return f"{value!r} must be {opt.valid_values()}"
+        shown = f"{value:g}" if isinstance(value, float) else repr(value)
+        return f"{shown} must be {opt.valid_values()}"
     return None
 
 
