@@ -34,8 +34,9 @@ from erzy_pipelines.erzycall import ErzyCallClient, RateLimiter, validate_base_u
 from erzy_pipelines.erzycall.retry import RetryPolicy
 from erzy_pipelines.settings import DEFAULTS, REAL_API_BASE_URL
 from erzy_pipelines.state import StateStore
+from erzy_pipelines.state.credentials import normalize_base_url
 from erzy_pipelines.state.rate_budget import SqlRateLimitStore
-from erzy_pipelines.sync.accounts import Credential, normalize_base_url
+from erzy_pipelines.sync.accounts import Credential
 
 
 class ErzyCallResource(dg.ConfigurableResource):

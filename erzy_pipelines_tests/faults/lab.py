@@ -33,7 +33,7 @@ from erzy_pipelines.core.key_id import key_id
 from erzy_pipelines.core.payload import payload_hash
 from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines.state import StateStore
-from erzy_pipelines.sync.accounts import known_account
+from erzy_pipelines.state.credentials import known_account
 from erzy_pipelines_tests.faults import report
 from erzy_pipelines_tests.orchestration.conftest import (
     GROUP_IDS,

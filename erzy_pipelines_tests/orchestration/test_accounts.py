@@ -9,7 +9,7 @@ from erzy_pipelines.core.key_id import key_id
 from erzy_pipelines.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
 from erzy_pipelines.sandbox.config import KeySpec
 from erzy_pipelines.state import LEGACY_ACCOUNT, StateStore
-from erzy_pipelines.sync.accounts import known_account
+from erzy_pipelines.state.credentials import known_account
 from erzy_pipelines_tests.orchestration.conftest import person
 
 ROTATED_KEY = "ek_test_rotated_key_0002"
