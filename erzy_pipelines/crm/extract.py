@@ -8,7 +8,8 @@ of its groups whichever partition is being synced.
 
 Group selection happens here, in Python, by crm_id: group keys (partition names, which may contain
 anything) never become SQL text. The SQL itself runs exactly as written — no bind-parameter or
-``%`` processing — so a ``LIKE 'a%'`` or a ``'10:30'`` literal means what it says.
+``%`` processing — so a ``LIKE 'a%'`` or a ``'10:30'`` literal means what it says — in a
+session that may only read (``READ_ONLY_SESSION``): the sync can never write to the CRM.
 """
 
 from __future__ import annotations
@@ -128,10 +129,40 @@ def create_crm_engine(url: str | sa.URL, *, check: bool = True,
             f"cannot use the CRM database URL {hide_password(sa_url)}: "
             f"{_scrub(str(exc), sa_url)}"
         ) from None
+    _read_only(engine)
     if check:
         with _connect(engine):
             pass
     return engine
+
+
+#: How each database is told that a session may only read: the sync never writes to the CRM,
+#: and a query that tries to (an UPDATE ... RETURNING, a DELETE, a DDL statement, which
+#: MariaDB would otherwise commit by itself) fails with the database's own words.
+READ_ONLY_SESSION = {
+    "postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+    "mysql": "SET SESSION TRANSACTION READ ONLY",
+    "mariadb": "SET SESSION TRANSACTION READ ONLY",
+    "sqlite": "PRAGMA query_only = ON",
+}
+
+
+def _read_only(engine: sa.Engine) -> None:
+    """Every connection of this engine reads only, from its first statement (set when the
+    driver connects, so no query of the user's ever runs in a session that may write)."""
+    statement = READ_ONLY_SESSION.get(engine.url.get_backend_name())
+    if statement is None:  # another database: its own permissions are all there is
+        return
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+        if engine.url.get_backend_name() != "sqlite":
+            dbapi_connection.commit()  # the session setting outlives this first transaction
 
 
 @contextmanager

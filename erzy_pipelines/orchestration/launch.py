@@ -45,6 +45,9 @@ DEFERRAL_REASONS = {
 }
 
 
+_FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
+
+
 class LaunchRefused(Exception):
     """A misconfiguration found before any run starts; the message says what to fix."""
 
@@ -187,8 +190,9 @@ def _run_row(store: StateStore, run_id: str) -> dict | None:
 
 
 def _error_text(error: Any) -> str:
-    """The step's error message, plus its innermost cause when Dagster wrapped it."""
-    message, root = error.message.strip(), error
+    """The step's error message, plus its innermost cause when Dagster wrapped it. A
+    ``dg.Failure`` is the package's own sentence: its class name is left out."""
+    message, root = error.message.strip().removeprefix(_FAILURE_PREFIX), error
     while getattr(root, "cause", None) is not None:
         root = root.cause
     cause = root.message.strip()
@@ -199,7 +203,9 @@ def print_summary(summaries: list[dict], dry_run: bool) -> None:
     """The summary table of ``erzy-pipelines sync``; a dry run adds what its plan would cost."""
     print()
     _print_table(summaries, ("scope", "status", *SUMMARY_COLUMNS))
-    if dry_run:
+    if dry_run and any(s["status"] != "ok" for s in summaries):
+        print("\nDRY RUN: nothing was sent, and no plan was made (see the error above).")
+    elif dry_run:
         planned = sum(s["planned"] for s in summaries)
         eta = format_duration(
             seconds_for_requests(planned, parse_rate_limits(env("ERZYCALL_RATE_LIMITS")))

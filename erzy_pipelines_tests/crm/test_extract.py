@@ -104,11 +104,13 @@ def test_group_filter_keeps_full_memberships(crm: sa.Engine) -> None:
 
 
 def test_group_key_with_sql_metacharacters_is_only_data(crm: sa.Engine) -> None:
-    with crm.begin() as conn:
+    writer = sa.create_engine(crm.url)  # the CRM engine itself only reads
+    with writer.begin() as conn:
         conn.execute(seed_mod.crm_groups.insert().values(
             id=99, group_key=NASTY_KEY, name="Nasty", erzycall_group_id="grp_vip"))
         conn.execute(seed_mod.group_memberships.insert(),
                      [{"person_id": pid, "group_id": 99} for pid in (3, 5, 8)])
+    writer.dispose()
 
     assert NASTY_KEY in discover_group_keys(crm, MEMBERSHIPS)
     rows = all_rows(crm, groups=[NASTY_KEY], include_ungrouped=False)
@@ -193,3 +195,55 @@ def test_missing_sqlite_directory_is_a_connection_error(tmp_path: Path) -> None:
         create_crm_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'crm.db'}")
     with pytest.raises(CrmConnectionError, match="invalid CRM database URL"):
         create_crm_engine("not a url at all")
+
+
+def _writes(backend: str) -> dict[str, str]:
+    """Queries that try to write, as a user might mistype or paste them: each must fail."""
+    returning = "RETURNING id AS crm_id, display_name AS title, display_name AS phone"
+    update = f"UPDATE people SET display_name = 'overwritten' {returning}"
+    if backend == "mysql":  # MariaDB has no UPDATE ... RETURNING
+        update = "UPDATE people SET display_name = 'overwritten'"
+    return {
+        "update": update,
+        "delete": f"DELETE FROM people WHERE id > 0 {returning}",
+        "ddl": "CREATE TABLE erzy_intruder AS SELECT id AS crm_id FROM people",
+    }
+
+
+def _crm_as_it_is(url: str) -> tuple[int, int, bool]:
+    """(people, people still named as seeded, whether a table was created), read by a plain
+    engine of the test's own."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            people = conn.exec_driver_sql("SELECT COUNT(*) FROM people").scalar_one()
+            renamed = conn.exec_driver_sql(
+                "SELECT COUNT(*) FROM people WHERE display_name = 'overwritten'"
+            ).scalar_one()
+        return people, renamed, sa.inspect(engine).has_table("erzy_intruder")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["update", "delete", "ddl"])
+def test_a_query_that_writes_fails_and_the_crm_is_unchanged(any_db_url: str, kind: str) -> None:
+    """Through the functions that read the CRM, and on any connection of the CRM engine (so a
+    path that does not stream, where PostgreSQL's cursor would not refuse it first, is covered
+    too): the database refuses the write in its own words."""
+    seed_demo_crm(any_db_url, rows=30, seed=3)
+    before = _crm_as_it_is(any_db_url)
+    engine = create_crm_engine(any_db_url)
+    sql = _writes(engine.url.get_backend_name())[kind]
+    try:
+        with pytest.raises(sa.exc.DBAPIError):
+            list(iter_contact_chunks(engine, sql, None))
+        with pytest.raises(sa.exc.DBAPIError):
+            load_memberships(engine, sql)
+        with pytest.raises(sa.exc.DBAPIError) as refused, engine.connect() as conn:
+            conn.exec_driver_sql(sql)
+            conn.commit()
+    finally:
+        engine.dispose()
+    words = str(refused.value.orig).lower()
+    assert "read-only" in words or "read only" in words or "readonly" in words, words
+    assert _crm_as_it_is(any_db_url) == before == (30, 0, False)
