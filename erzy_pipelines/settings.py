@@ -31,6 +31,7 @@ import phonenumbers
 from erzy_pipelines.core.budget import DEFAULT_RATE_LIMITS, parse_rate_limits
 from erzy_pipelines.core.ownership import MODES
 from erzy_pipelines.demo import DEMO_API_KEY
+from erzy_pipelines.erzycall.transport import validate_base_url
 from erzy_pipelines.sync.lease_keeper import DEFAULT_LEASE_SECONDS
 from erzy_pipelines.sync.run import DELETED_IN_ERZYCALL_MODES
 
@@ -297,6 +298,14 @@ class SyncConfig:
             problem = _problem(field.name, opt, value)
             if problem:
                 raise ConfigError(f"{label(field.name, source)}: {problem}")
+        try:
+            validate_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{label('base_url', source)}: {str(exc).split(' (use https')[0]}. Use an "
+                "https:// URL (plain http:// only to this machine, or with "
+                f"{label('allow_insecure_http', source)}=true)"
+            ) from None
         if self.lease_seconds < 2 * self.timeout_seconds:
             raise ConfigError(
                 f"{label('lease_seconds', source)}={self.lease_seconds:g} must be at least twice "

@@ -30,6 +30,7 @@ from erzy_pipelines.orchestration.partitions import (
     WHOLE_CRM_TAGS,
     sync_partitions,
 )
+from erzy_pipelines.orchestration.preflight import Refused, preflight
 from erzy_pipelines.orchestration.process import ProcessIdentity
 from erzy_pipelines.settings import apply_env_defaults, env
 from erzy_pipelines.state import RUN_COUNT_FIELDS, StateStore
@@ -79,8 +80,9 @@ def run_sync(
         instance = dg.DagsterInstance.get()
     defs = build_definitions()  # checks every setting before touching any database
     try:
+        preflight()  # the key, the SQL files and their columns, the state database
         launches = _launches(instance, groups)
-    except LaunchRefused as exc:
+    except (LaunchRefused, Refused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, []
     for line in reap_dead_runs(instance):

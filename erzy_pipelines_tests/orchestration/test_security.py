@@ -547,21 +547,22 @@ MISCONFIG = {
 def test_a_contacts_query_that_writes_is_refused_and_the_crm_is_unchanged(
     harness, monkeypatch, capfd
 ):
-    """The CRM is read in read-only sessions: a query that would write fails, naming the
-    setting with the database's own words, and a dry run that failed shows no plan."""
+    """Before launching, the CLI asks the CRM for the query's columns (no row fetched, in a
+    read-only session): a query that would write is refused, naming the setting with the
+    database's own words; nothing runs and the CRM is unchanged."""
     harness.add_people(person(i) for i in range(1, 4))
     sql = "UPDATE people SET full_name = 'overwritten' RETURNING id AS crm_id, full_name AS title"
     monkeypatch.setenv("CRM_CONTACTS_SQL", _write(harness.tmp_path / "writes.sql", sql))
     monkeypatch.setenv("DAGSTER_HOME", str(harness.tmp_path / "dagster_home"))
-    assert cli.main(["sync", "--dry-run"]) == 1
+    assert cli.main(["sync", "--dry-run"]) == 2
     out, err = capfd.readouterr()
     (said,) = [line for line in err.splitlines() if line.startswith("error:")]
-    assert said.startswith("error: the CRM database refused the query in CRM_CONTACTS_SQL")
-    assert "readonly" in said and "Failure" not in said
-    assert "The plan needs" not in out and "no plan was made" in out
+    assert said.startswith("error: CRM_CONTACTS_SQL: the CRM database refused the query in ")
+    assert "writes.sql" in said and "Traceback" not in err and "The plan needs" not in out
     with harness.engine.connect() as conn:
         names = conn.exec_driver_sql("SELECT full_name FROM people").scalars().all()
     assert names and "overwritten" not in names
+    assert harness.state().runs() == []
 
 
 @pytest.mark.parametrize("case", list(MISCONFIG))
