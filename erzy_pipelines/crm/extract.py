@@ -241,12 +241,18 @@ def _run(conn: sa.Connection, sql: str, chunk_size: int) -> sa.CursorResult[Any]
     return streamed.exec_driver_sql(str(sql))
 
 
+def columns_probe_sql(sql: str) -> str:
+    """``sql`` wrapped to return its columns and no row (a newline before ")": the query may
+    end with a -- comment)."""
+    return f"SELECT * FROM ({sql}\n) erzy_probe WHERE 1 = 0"
+
+
 def query_columns(engine: sa.Engine, sql: str) -> list[str]:
     """The columns ``sql`` returns, asked of the database without fetching a row (the query
     wrapped as a derived table under ``WHERE 1 = 0``). Database errors are raised as they are,
     in the database's own words; a connection that fails raises CrmConnectionError."""
     what = _source(sql, "query")
-    probe = f"SELECT * FROM ({sql}\n) erzy_probe WHERE 1 = 0"
+    probe = columns_probe_sql(sql)
     with _connect(engine) as conn:
         result = conn.execution_options(no_parameters=True).exec_driver_sql(probe)
         try:

@@ -27,7 +27,7 @@ import pytest
 import sqlalchemy as sa
 
 from erzy_pipelines.core.text import clean_line, utf16_len
-from erzy_pipelines.crm.extract import distinct_group_keys_sql
+from erzy_pipelines.crm.extract import columns_probe_sql, distinct_group_keys_sql
 from erzy_pipelines.orchestration.partitions import UNGROUPED_KEY, usable_partition_key
 from erzy_pipelines.sandbox import DEMO_GROUPS
 from erzy_pipelines.sandbox.validation import FIELDS, validate_contact
@@ -394,6 +394,8 @@ def test_weird_group_keys_are_partitions_that_never_reach_sql(light_corpus):
         CONTACTS_SQL.strip(),
         MEMBERSHIPS_SQL.strip(),
         distinct_group_keys_sql(MEMBERSHIPS_SQL.strip()),
+        columns_probe_sql(CONTACTS_SQL.strip()),  # the CLI's check before it launches
+        columns_probe_sql(MEMBERSHIPS_SQL.strip()),
     }
     assert {s.strip() for s in statements} <= allowed
     with h.engine.connect() as conn:
