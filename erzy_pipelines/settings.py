@@ -423,7 +423,8 @@ def env(name: str) -> str:
     raise KeyError(name)
 
 
-def _from_env(name: str, kind: Any) -> Any:
+def _from_env(name: str, kind: Any, choice: bool) -> Any:
+    """A variable's value as ``kind``; a choice is read without case or surrounding space."""
     text = env(name)
     if kind is bool:
         return text.strip().lower() in ("1", "true", "yes", "on")
@@ -432,10 +433,7 @@ def _from_env(name: str, kind: Any) -> Any:
             return kind(text)
         except ValueError:
             raise SettingError(f"{name}={text!r} is not a number; unset it or use e.g. 0") from None
-    return text.strip() if kind is str and name in _CHOICE_ENVS else text
-
-
-_CHOICE_ENVS = {opt.env for _, opt in options() if opt.choices and opt.env}
+    return text.strip().lower() if choice else text
 
 
 def env_sync_config() -> SyncConfig:
@@ -449,8 +447,7 @@ def env_sync_config() -> SyncConfig:
         if opt.names_variable:
             values[field.name] = opt.env  # the secret stays in the environment
         else:
-            value = _from_env(opt.env, types[field.name])
-            values[field.name] = value.lower() if opt.env in _CHOICE_ENVS else value
+            values[field.name] = _from_env(opt.env, types[field.name], bool(opt.choices))
     config = SyncConfig(**values)
     try:
         config.validate("env")

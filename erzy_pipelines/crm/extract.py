@@ -93,11 +93,16 @@ def _scrub(text: str, url: sa.URL) -> str:
     return text
 
 
-def _connection_error(url: sa.URL, exc: BaseException) -> CrmConnectionError:
+def connection_failure(url: sa.URL, exc: BaseException, database: str = "the CRM database") -> str:
+    """Why connecting to ``database`` at ``url`` failed, in the driver's words: the URL's
+    password, and any echo of it, shown as ``***``."""
     orig = getattr(exc, "orig", None) or exc
     detail = _scrub(" ".join(str(orig).split()), url)
-    safe_url = hide_password(url)
-    return CrmConnectionError(f"cannot connect to the CRM database {safe_url}: {detail}")
+    return f"cannot connect to {database} {hide_password(url)}: {detail}"
+
+
+def _connection_error(url: sa.URL, exc: BaseException) -> CrmConnectionError:
+    return CrmConnectionError(connection_failure(url, exc))
 
 
 def create_crm_engine(url: str | sa.URL, *, check: bool = True,

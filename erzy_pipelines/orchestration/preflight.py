@@ -12,13 +12,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from erzy_pipelines.core.urls import hide_password
 from erzy_pipelines.crm.extract import (
     CrmConnectionError,
     QueryShapeError,
     SqlQuery,
     check_contact_columns,
     check_membership_columns,
+    connection_failure,
     create_crm_engine,
     query_columns,
     read_sql_file,
@@ -94,11 +94,7 @@ def _state_reachable(url: str) -> None:
         with engine.connect():
             pass
     except (sa.exc.DBAPIError, sa.exc.NoSuchModuleError, ImportError) as exc:
-        detail = " ".join(str(getattr(exc, "orig", exc)).split())
-        if parsed.password:
-            detail = detail.replace(str(parsed.password), "***")
-        raise Refused(
-            f"ERZY_STATE_DATABASE_URL: cannot connect to {hide_password(parsed)}: {detail}"
-        ) from None
+        failure = connection_failure(parsed, exc, "the state database")
+        raise Refused(f"ERZY_STATE_DATABASE_URL: {failure}") from None
     finally:
         engine.dispose()

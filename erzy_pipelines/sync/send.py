@@ -105,16 +105,9 @@ class _Executor:
     """One operation, start to finish: its intent committed, its requests made (by the
     :class:`ContactWriter`), and the answer resolved into its outcome (see the module's list)."""
 
-    def __init__(
-        self,
-        client: ErzyCallClient,
-        store: Any,
-        run_id: str,
-        ownership: Ownership,
-        read_started: float | None = None,
-    ):
-        self.client, self.store, self.run_id = client, store, run_id
-        self.writer = ContactWriter(client, store, run_id, ownership, read_started)
+    def __init__(self, writer: ContactWriter):
+        self.writer = writer
+        self.client, self.store, self.run_id = writer.client, writer.store, writer.run_id
 
     # Returns the finished OperationResult; state is committed inside.
     def run(self, op: Operation) -> OperationResult:
@@ -358,7 +351,7 @@ def execute_plan(
     ops: Sequence[Operation] = plan.operations
     run = _PlanRun(
         ops, store, run_id, partition_key, stop, keeper,
-        _Executor(client, store, run_id, ownership, read_started),
+        _Executor(ContactWriter(client, store, run_id, ownership, read_started)),
         ownership, reconciled, read_started,
     )
     started, start_requests = clock(), client.requests_sent
